@@ -1,0 +1,46 @@
+# asc-search: `make demo` runs the search on real audio, `make test` runs the tests.
+# `make install` builds .venv following RECIPES.md (torch CPU wheel first, onnx2tf/tf-keras with --no-deps).
+
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DATA   ?= ../shared/data
+DEMO_OUT ?= runs/demo-esc10
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: install demo demo-fsdd test test-fast lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -U pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q --no-deps onnx2tf==1.29.24 tf-keras==2.21.0
+	$(BIN)/pip install -q --pre tflite-micro==0.dev20261023182759
+	$(BIN)/python -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
+	touch $(STAMP)
+
+# The main job on the bundled real data: ESC-10 folds 1-2 train, fold 3 validation, DCASE 2022 budget.
+demo: install
+	rm -rf $(DEMO_OUT)
+	$(BIN)/asc-search --budget dcase2022 --data $(DATA)/esc10-dev --trials 20 --epochs 20 --seed 0 --out $(DEMO_OUT)
+
+# The same command on 8 kHz speech (Free Spoken Digit Dataset), unchanged but for --data.
+demo-fsdd: install
+	rm -rf runs/demo-fsdd
+	$(BIN)/asc-search --budget dcase2022 --data $(DATA)/fsdd --trials 20 --epochs 20 --seed 0 --out runs/demo-fsdd
+
+test: install
+	$(BIN)/python -m pytest -q tests
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow" tests
+
+lint: install
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf runs .pytest_cache

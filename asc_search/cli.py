@@ -1,0 +1,145 @@
+"""The ``asc-search`` command line.
+
+Commands: ``search`` (the default: ``asc-search --budget dcase2022 --data DIR``) and ``budgets``.
+Exit codes: 0 success, 1 run failure, 2 usage error (one line naming the bad value and the fix).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+
+from asc_search._errors import AscSearchError, UserInputError
+
+COMMANDS = ("search", "budgets")
+
+EXAMPLES = """examples:
+  asc-search --budget dcase2022 --data ../shared/data/esc10-dev --trials 16 --out runs/esc10
+  asc-search --budget dcase2022 --data ../shared/data/fsdd --trials 16 --out runs/fsdd
+  asc-search --budget dcase2022 --max-int8-bytes 20000 --data my_manifest.csv
+  asc-search budgets
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit code 2
+        raise UserInputError(f"{message} (see asc-search --help)")
+
+
+def _search_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="asc-search", description="Search small acoustic-scene classifiers that fit a device budget, "
+                "and export the Pareto front to INT8 TFLite.", epilog=EXAMPLES,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="dataset folder (metadata.csv, or a folder per class) or CSV manifest")
+    p.add_argument("--budget", default="dcase2022", help="budget preset (asc-search budgets lists them)")
+    p.add_argument("--max-int8-bytes", type=int, default=None, help="override the budget's INT8 parameter bytes")
+    p.add_argument("--max-macs", type=int, default=None, help="override the budget's MACs per 1 s of audio")
+    p.add_argument("--out", default=None, help="run directory (default: runs/<data name>-<budget>)")
+    p.add_argument("--trials", type=int, default=16, help="trials to train (rejected candidates not counted)")
+    p.add_argument("--time-budget", type=float, default=None, help="wall-clock limit of the search (s)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sampler", default="tpe", help="tpe (multi-objective TPE), nsga2 or random")
+    p.add_argument("--epochs", type=int, default=20, help="most epochs per trial")
+    p.add_argument("--patience", type=int, default=6, help="early-stopping patience (epochs)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--val-fold", default=None, help="validation fold of a CSV with a fold column (default: highest)")
+    p.add_argument("--sample-rate-hz", type=int, default=None, help="front-end sample rate (default: native)")
+    p.add_argument("--address", default=None, help="join a Ray cluster: auto or HOST:PORT (default: local Ray)")
+    p.add_argument("--cpus-per-trial", type=float, default=1.0)
+    p.add_argument("--max-concurrent", type=int, default=None)
+    p.add_argument("--max-export", type=int, default=8, help="most Pareto members exported to INT8 TFLite")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return p
+
+
+def _setup_logging(verbose: bool) -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("ray", "tensorflow", "absl", "onnx2tf", "h5py", "matplotlib", "optuna"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def _cmd_budgets() -> int:
+    from asc_search.constraints import list_budgets
+
+    for b in list_budgets():
+        print(b.describe())
+    return 0
+
+
+def _cmd_search(argv: list[str]) -> int:
+    args = _search_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    from asc_search.config import RunConfig
+    from asc_search.search import resolve_budget, run_search
+
+    data = Path(args.data).expanduser()
+    if not data.exists():
+        raise UserInputError(f"--data {args.data!r} does not exist; pass a dataset folder or a CSV manifest")
+    out = Path(args.out) if args.out else Path("runs") / f"{data.resolve().name}-{args.budget}"
+    config = RunConfig(
+        data=data, budget=args.budget, max_int8_bytes=args.max_int8_bytes, max_macs=args.max_macs, out=out,
+        trials=args.trials, time_budget_s=args.time_budget, seed=args.seed, sampler=args.sampler,
+        epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, val_fold=args.val_fold,
+        sample_rate_hz=args.sample_rate_hz, address=args.address, cpus_per_trial=args.cpus_per_trial,
+        max_concurrent=args.max_concurrent, max_export=args.max_export,
+    )
+    resolve_budget(config)  # unknown budget: usage error before anything starts
+    result = run_search(config, on_progress=lambda msg: print(f"asc-search: {msg}", flush=True))
+    _print_front(result)
+    return 0
+
+
+def _print_front(result) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    counts = {s: sum(r["status"] == s for r in result.trials) for s in ("completed", "rejected", "failed", "stopped")}
+    by_id = {v.get("trial_id"): v for v in result.exported}
+    table = Table(title=f"Pareto front ({len(result.front)} of {counts['completed']} trained; "
+                        f"{counts['rejected']} rejected before training, {counts['failed']} failed)")
+    for col in ("trial", "genome", "val acc", "M MACs", "INT8 bytes", "INT8 acc", "agreement", "deployable"):
+        table.add_column(col, justify="left" if col in ("trial", "genome") else "right")
+    for r in result.front:
+        v = by_id.get(r["trial_id"], {})
+        table.add_row(r["trial_id"], r["summary"], f"{r['best_val_accuracy']:.3f}", f"{r['macs'] / 1e6:.2f}",
+                      f"{r['int8_bytes']:,}", _f(v.get("int8", {}).get("accuracy")),
+                      _f(v.get("int8_float_agreement")), str(v.get("deployable", "-")))
+    Console(width=160).print(table)
+    print(f"asc-search: run directory {result.run_dir} (report.md, pareto.png, trials.csv, models/)")
+
+
+def _f(v) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``asc-search``; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] == "budgets":
+            return _cmd_budgets()
+        if argv and argv[0] == "search":
+            argv = argv[1:]
+        return _cmd_search(argv)
+    except UserInputError as exc:
+        print(f"asc-search: error: {exc}", file=sys.stderr)
+        return 2
+    except AscSearchError as exc:
+        print(f"asc-search: run failed: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("asc-search: interrupted; finished trials are kept in the run directory", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

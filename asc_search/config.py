@@ -1,0 +1,73 @@
+"""The resolved configuration of a run (frozen, keyword-only)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from asc_search._errors import UserInputError
+
+SAMPLERS = ("tpe", "nsga2", "random")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    """Everything a search run needs; written to ``config.yaml`` in the run directory.
+
+    Args:
+        data: Dataset folder or CSV manifest.
+        budget: Budget preset name.
+        max_int8_bytes: Overrides the budget's INT8-bytes limit (bytes).
+        max_macs: Overrides the budget's MACs limit (per 1 s of audio).
+        out: Run directory.
+        trials: Ray trials to train (rejected candidates are not counted).
+        time_budget_s: Wall-clock limit of the search phase (s), None for none.
+        seed: Seed of the sampler and the trainers.
+        sampler: ``tpe`` (multi-objective TPE), ``nsga2`` or ``random``.
+        epochs: Most epochs per trial.
+        patience: Early-stopping patience (epochs).
+        batch_size: Patches per step.
+        val_fold: Validation fold of a CSV with a ``fold`` column (default: the highest).
+        sample_rate_hz: Front-end sample rate (Hz); None: the data's most common native rate.
+        address: Ray cluster address (``auto`` or ``HOST:PORT``); None starts a local instance.
+        cpus_per_trial: CPUs reserved per trial.
+        max_concurrent: Trials running at once; None: as many as the CPUs allow.
+        max_export: Most Pareto-front members exported to INT8 TFLite.
+    """
+
+    data: Path
+    budget: str = "dcase2022"
+    max_int8_bytes: int | None = None
+    max_macs: int | None = None
+    out: Path = Path("runs/latest")
+    trials: int = 16
+    time_budget_s: float | None = None
+    seed: int = 0
+    sampler: str = "tpe"
+    epochs: int = 20
+    patience: int = 6
+    batch_size: int = 64
+    val_fold: str | None = None
+    sample_rate_hz: int | None = None
+    address: str | None = None
+    cpus_per_trial: float = 1.0
+    max_concurrent: int | None = None
+    max_export: int = 8
+
+    def __post_init__(self) -> None:
+        if self.trials < 1:
+            raise UserInputError(f"--trials must be >= 1, got {self.trials}")
+        if self.time_budget_s is not None and self.time_budget_s <= 0:
+            raise UserInputError(f"--time-budget must be > 0 seconds, got {self.time_budget_s}")
+        if self.sampler not in SAMPLERS:
+            raise UserInputError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
+        if self.epochs < 1:
+            raise UserInputError(f"--epochs must be >= 1, got {self.epochs}")
+        if self.cpus_per_trial <= 0:
+            raise UserInputError(f"--cpus-per-trial must be > 0, got {self.cpus_per_trial}")
+        if self.max_export < 0:
+            raise UserInputError(f"--max-export must be >= 0, got {self.max_export}")
+
+    def to_dict(self) -> dict:
+        """YAML-ready dict (paths as strings)."""
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}

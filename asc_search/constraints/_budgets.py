@@ -1,0 +1,104 @@
+"""Device budgets: registered presets with units and source, and the feasibility check."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from asc_search._errors import UserInputError
+from asc_search.constraints._complexity import Complexity
+
+
+@dataclass(frozen=True, kw_only=True)
+class Budget:
+    """Limits a deployable model must meet.
+
+    Args:
+        name: Registry name.
+        max_int8_bytes: Parameter memory as stored in the INT8 TFLite file (bytes), or None.
+        max_macs: MACs to classify 1 s of audio, or None.
+        source: Where the limits come from.
+    """
+
+    name: str
+    max_int8_bytes: int | None = None
+    max_macs: int | None = None
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        for field_name in ("max_int8_bytes", "max_macs"):
+            v = getattr(self, field_name)
+            if v is not None and v <= 0:
+                raise UserInputError(f"budget {self.name!r}: {field_name} must be > 0, got {v}")
+
+    def check(self, c: Complexity) -> list[str]:
+        """Reasons why ``c`` breaks this budget (empty when it fits)."""
+        reasons = []
+        if not c.buildable:
+            reasons.append(c.reason)
+        if self.max_int8_bytes is not None and c.int8_bytes > self.max_int8_bytes:
+            reasons.append(f"int8_bytes {c.int8_bytes:,} > {self.max_int8_bytes:,}")
+        if self.max_macs is not None and c.macs > self.max_macs:
+            reasons.append(f"macs {c.macs:,} > {self.max_macs:,} per 1 s")
+        return reasons
+
+    def violations(self, c: Complexity) -> dict[str, float]:
+        """Constraint values for the sampler: > 0 means violated (relative excess)."""
+        out = {"buildable": 0.0 if c.buildable else 1.0}
+        if self.max_int8_bytes is not None:
+            out["int8_bytes"] = c.int8_bytes / self.max_int8_bytes - 1.0
+        if self.max_macs is not None:
+            out["macs"] = c.macs / self.max_macs - 1.0
+        return out
+
+    def describe(self) -> str:
+        """One line: limits and source."""
+        parts = []
+        if self.max_int8_bytes is not None:
+            parts.append(f"{self.max_int8_bytes:,} INT8 bytes")
+        if self.max_macs is not None:
+            parts.append(f"{self.max_macs / 1e6:g} M MACs per 1 s")
+        return f"{self.name}: {', '.join(parts) or 'no limits'} ({self.source})"
+
+
+_BUDGETS: dict[str, Budget] = {}
+
+
+def register_budget(budget: Budget) -> Budget:
+    """Add ``budget`` to the registry.
+
+    Raises:
+        ValueError: The name is taken.
+    """
+    if budget.name in _BUDGETS:
+        raise ValueError(f"budget {budget.name!r} is already registered")
+    _BUDGETS[budget.name] = budget
+    return budget
+
+
+def list_budgets() -> list[Budget]:
+    """Registered budgets, sorted by name."""
+    return [_BUDGETS[k] for k in sorted(_BUDGETS)]
+
+
+def get_budget(name: str) -> Budget:
+    """The registered budget called ``name``.
+
+    Raises:
+        UserInputError: Unknown name; the message lists the valid names.
+    """
+    try:
+        return _BUDGETS[name]
+    except KeyError:
+        raise UserInputError(
+            f"unknown budget {name!r}; valid budgets: {', '.join(sorted(_BUDGETS))} "
+            "(or set --max-int8-bytes / --max-macs)"
+        ) from None
+
+
+register_budget(Budget(
+    name="dcase2022", max_int8_bytes=128_000, max_macs=30_000_000,
+    source="DCASE 2022 Task 1: 128 K parameters at INT8 (128 KB, zeros count), 30 M MACs per 1 s of audio",
+))
+register_budget(Budget(
+    name="none", source="no limits (search the unconstrained space)",
+))

@@ -1,0 +1,145 @@
+"""Export the Pareto front: one folder a member with the INT8 model and its validation."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from asc_search._io import write_json, write_text
+from asc_search.constraints import Budget, count_complexity, patch_layout
+from asc_search.data import DecodedDataset
+from asc_search.deploy._export import ExportError, export_int8_tflite
+from asc_search.deploy._validate import run_int8, tflite_complexity
+from asc_search.frontends import FeatureCache
+from asc_search.search_spaces import Genome, build_model
+from asc_search.trainers import Normalisation, classification_metrics, clip_probabilities
+
+log = logging.getLogger(__name__)
+
+CALIBRATION_PATCHES = 256
+
+
+def choose_exports(front: list[dict], max_export: int) -> list[dict]:
+    """Front members to export: all when they fit ``max_export``, else the most accurate one plus
+    members evenly spread along MACs."""
+    if len(front) <= max_export:
+        return list(front)
+    if max_export == 0:
+        return []
+    best = max(front, key=lambda r: r["best_val_accuracy"])
+    by_macs = sorted(front, key=lambda r: r["macs"])
+    picks = {best["trial_id"]: best}
+    for i in np.linspace(0, len(by_macs) - 1, max_export).round().astype(int):
+        if len(picks) >= max_export:
+            break
+        picks.setdefault(by_macs[int(i)]["trial_id"], by_macs[int(i)])
+    return sorted(picks.values(), key=lambda r: r["macs"])
+
+
+def export_and_validate(model_pt: Path, data: DecodedDataset, cache: FeatureCache, budget: Budget) -> dict:
+    """Export one trained candidate to INT8 TFLite beside ``model_pt`` and validate it.
+
+    Validation: weight bytes and MACs counted on the .tflite graph against the genome's; clip-level
+    accuracy, log loss and UAR of the INT8 model (LiteRT, XNNPACK, 1 thread) and of the float model on
+    the validation split; agreement of their clip argmax; a pass/fail line per budget limit.
+
+    Returns:
+        The validation dict (also written to ``validation.json``).
+
+    Raises:
+        ExportError: The conversion failed.
+    """
+    ckpt = torch.load(model_pt, map_location="cpu", weights_only=True)
+    genome = Genome.from_dict(ckpt["genome"])
+    norm = Normalisation(**ckpt["normalisation"])
+    model = build_model(genome, ckpt["n_classes"])
+    model.load_state_dict(ckpt["state_dict"])
+    model.eval()
+    layout = patch_layout(genome, data.sample_rate_hz)
+    features, _ = cache.get(data, layout)
+    train = np.flatnonzero(~data.is_validation)
+    val = np.flatnonzero(data.is_validation)
+    rng = np.random.default_rng(0)
+    x_train, _ = features.patches(train)
+    calib = norm.apply(x_train[rng.permutation(len(x_train))[:CALIBRATION_PATCHES]])
+    out_dir = model_pt.parent
+    tflite_path = out_dir / "model_int8.tflite"
+    t0 = time.time()
+    export_int8_tflite(model, calib, tflite_path)
+    export_s = time.time() - t0
+    x_val, owner = features.patches(val)
+    x_val = norm.apply(x_val)
+    with torch.inference_mode():
+        float_probs = torch.softmax(model(torch.from_numpy(x_val)), dim=1).numpy()
+    int8_logits = run_int8(tflite_path, x_val, xnnpack=True)
+    int8_probs = _softmax(int8_logits)
+    y = data.labels[val]
+    f_clip = clip_probabilities(float_probs, owner, len(val))
+    q_clip = clip_probabilities(int8_probs, owner, len(val))
+    genome_c = count_complexity(genome, n_classes=ckpt["n_classes"], sample_rate_hz=data.sample_rate_hz)
+    tfl = tflite_complexity(tflite_path)
+    macs_tflite = tfl.macs_per_patch * genome_c.patches_per_second
+    limits = []
+    if budget.max_int8_bytes is not None:
+        limits.append({"limit": "int8_bytes", "value": tfl.weight_bytes, "max": budget.max_int8_bytes,
+                       "pass": tfl.weight_bytes <= budget.max_int8_bytes})
+    if budget.max_macs is not None:
+        limits.append({"limit": "macs", "value": macs_tflite, "max": budget.max_macs,
+                       "pass": macs_tflite <= budget.max_macs})
+    report = {
+        "trial_id": out_dir.name, "genome_id": genome.genome_id, "summary": genome.summary(),
+        "tflite": str(tflite_path.name), "file_bytes": tfl.file_bytes,
+        "int8_bytes_tflite": tfl.weight_bytes, "int8_bytes_genome": genome_c.int8_bytes,
+        "macs_tflite": macs_tflite, "macs_genome": genome_c.macs,
+        "int8_weights": tfl.int8_weights, "int32_biases": tfl.int32_biases,
+        "validation_clips": int(len(val)), "validation_patches": int(len(x_val)),
+        "float": classification_metrics(y, f_clip), "int8": classification_metrics(y, q_clip),
+        "int8_float_agreement": float((f_clip.argmax(1) == q_clip.argmax(1)).mean()),
+        "int8_float_patch_agreement": float((float_probs.argmax(1) == int8_probs.argmax(1)).mean()),
+        "interpreter": "LiteRT (XNNPACK, 1 thread)", "export_s": round(export_s, 2),
+        "budget": budget.name, "limits": limits, "deployable": all(lim["pass"] for lim in limits),
+    }
+    write_json(out_dir / "validation.json", report)
+    write_text(out_dir / "labels.txt", "\n".join(ckpt["class_names"]) + "\n")
+    write_json(out_dir / "frontend.json", {**layout.key(), "patch_frames": layout.patch_frames,
+                                           "patch_hop_frames": layout.patch_hop_frames,
+                                           "normalisation": ckpt["normalisation"],
+                                           "model_input": "int8 [1, n_mels, patch_frames, 1] = "
+                                                          "quantise((log-mel dB - mean_db) / std_db)"})
+    return report
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def export_front(run_dir: Path, front: list[dict], data: DecodedDataset, budget: Budget, *, max_export: int,
+                 say: Callable[[str], None]) -> list[dict]:
+    """Export and validate the chosen front members into ``run_dir/models/<trial_id>/``.
+
+    A member whose export fails is recorded with its error; the others go on.
+    """
+    from asc_search.search._run import copy_checkpoint
+
+    cache = FeatureCache(run_dir / "cache")
+    out = []
+    picks = choose_exports(front, max_export)
+    for k, row in enumerate(picks, 1):
+        dest = run_dir / "models" / row["trial_id"]
+        say(f"export {k}/{len(picks)}: {row['trial_id']} ({row['summary']})")
+        try:
+            model_pt = copy_checkpoint(row, dest)
+            v = export_and_validate(model_pt, data, cache, budget)
+        except ExportError as exc:
+            log.error("export of %s failed: %s", row["trial_id"], exc)
+            v = {"trial_id": row["trial_id"], "error": str(exc), "deployable": False}
+            write_json(dest / "validation.json", v)
+        row["exported"] = True
+        out.append(v)
+    return out

@@ -1,0 +1,194 @@
+"""Clip features for training and evaluation, computed once per front-end and cached on disk.
+
+A clip is zero-padded so that patches of ``chunk_s`` with 50 % overlap (rounded to whole frames) cover
+it; its log-mel is computed once; a patch is a crop of ``patch_frames`` frames, which equals the log-mel
+of the patch's own audio because frames are not centred.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from asc_search._errors import UserInputError
+from asc_search._io import atomic_write
+from asc_search.data import DecodedDataset, count_patches, pad_to_patches
+from asc_search.frontends._logmel import LogMel, LogMelConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PatchLayout:
+    """How a clip is cut into model inputs (patches).
+
+    Args:
+        frontend: Log-mel parameters.
+        chunk_s: Patch length (s).
+    """
+
+    frontend: LogMelConfig
+    chunk_s: float
+
+    @property
+    def chunk_samples(self) -> int:
+        """Patch length in samples."""
+        return int(round(self.chunk_s * self.frontend.sample_rate_hz))
+
+    @property
+    def patch_frames(self) -> int:
+        """Frames per patch (the model's input width)."""
+        return self.frontend.n_frames(self.chunk_samples)
+
+    @property
+    def patch_hop_frames(self) -> int:
+        """Patch hop in frames: half a patch (50 % overlap), rounded to whole frames, at least 1."""
+        return max(1, int(round(self.chunk_samples / 2 / self.frontend.hop_samples)))
+
+    @property
+    def patch_hop_samples(self) -> int:
+        """Patch hop in samples."""
+        return self.patch_hop_frames * self.frontend.hop_samples
+
+    def patches_per_second(self) -> int:
+        """Patches that cover 1 s of audio (a 1 s clip), by the rule of ``pad_to_patches``: 1 when ``chunk_s >= 1``."""
+        return count_patches(self.frontend.sample_rate_hz, chunk_samples=self.chunk_samples,
+                             patch_hop_samples=self.patch_hop_samples)
+
+    def key(self) -> dict:
+        """JSON-ready description (cache key, reports)."""
+        return {"frontend": self.frontend.to_dict(), "chunk_s": self.chunk_s}
+
+
+@dataclass(kw_only=True)
+class ClipFeatures:
+    """Log-mel of every clip, concatenated along time.
+
+    Args:
+        features: Shape ``(n_mels, total_frames)``, float16, dB.
+        offsets: Start frame of each clip, shape ``(n_clips + 1,)`` (the last entry is ``total_frames``).
+        layout: How patches are cut.
+    """
+
+    features: np.ndarray
+    offsets: np.ndarray
+    layout: PatchLayout
+
+    def clip(self, i: int) -> np.ndarray:
+        """Features of clip ``i``, shape ``(n_mels, frames_i)``."""
+        return self.features[:, self.offsets[i]:self.offsets[i + 1]]
+
+    def patch_starts(self, i: int) -> np.ndarray:
+        """Start frames (within clip ``i``) of its evaluation patches (50 % overlap)."""
+        n = int(self.offsets[i + 1] - self.offsets[i])
+        last = n - self.layout.patch_frames
+        return np.arange(0, last + 1, self.layout.patch_hop_frames)
+
+    def patches(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Evaluation patches of the clips ``indices``.
+
+        Returns:
+            ``(x, owner)``: ``x`` of shape ``(n_patches, 1, n_mels, patch_frames)`` float32 and
+            ``owner`` of shape ``(n_patches,)``: the position in ``indices`` each patch belongs to.
+        """
+        xs, owner = [], []
+        t = self.layout.patch_frames
+        for k, i in enumerate(indices):
+            c = self.clip(int(i))
+            for s in self.patch_starts(int(i)):
+                xs.append(c[:, s:s + t])
+                owner.append(k)
+        x = np.stack(xs).astype(np.float32)[:, None]
+        return x, np.asarray(owner, dtype=np.int64)
+
+
+def compute_clip_features(data: DecodedDataset, layout: PatchLayout, *, batch_clips: int = 32) -> ClipFeatures:
+    """Compute the log-mel of every (padded) clip.
+
+    Args:
+        data: Decoded clips; ``data.sample_rate_hz`` must equal the front-end's.
+        layout: Front-end and patch length.
+        batch_clips: Clips per front-end call (memory bound).
+
+    Raises:
+        UserInputError: The sample rates differ.
+    """
+    if data.sample_rate_hz != layout.frontend.sample_rate_hz:
+        raise UserInputError(
+            f"front-end expects {layout.frontend.sample_rate_hz} Hz, data is at {data.sample_rate_hz} Hz"
+        )
+    frontend = LogMel(layout.frontend).eval()
+    padded = [pad_to_patches(w, chunk_samples=layout.chunk_samples, patch_hop_samples=layout.patch_hop_samples)
+              for w in data.waveforms]
+    out, lengths = [], []
+    order = np.argsort([len(p) for p in padded])
+    results: dict[int, np.ndarray] = {}
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_clips):
+            idx = order[start:start + batch_clips]
+            n = max(len(padded[i]) for i in idx)
+            batch = np.zeros((len(idx), n), dtype=np.float32)
+            for r, i in enumerate(idx):
+                batch[r, :len(padded[i])] = padded[i]
+            mel = frontend(torch.from_numpy(batch)).numpy()
+            for r, i in enumerate(idx):
+                results[int(i)] = mel[r, :, :layout.frontend.n_frames(len(padded[i]))]
+    for i in range(len(padded)):
+        out.append(results[i].astype(np.float16))
+        lengths.append(results[i].shape[1])
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    return ClipFeatures(features=np.concatenate(out, axis=1), offsets=offsets, layout=layout)
+
+
+class FeatureCache:
+    """Per-run cache of clip features: one ``.npz``-like pair of files per distinct front-end.
+
+    Features are float16 ``.npy`` files under ``root``; a file lock makes concurrent trials on one
+    machine compute each front-end once; writes go to a temporary name and are moved into place.
+
+    Args:
+        root: Cache folder (created when missing).
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def key(self, data: DecodedDataset, layout: PatchLayout) -> str:
+        """Cache key of a dataset and layout."""
+        blob = json.dumps({"data": data.fingerprint(), **layout.key()}, sort_keys=True)
+        return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+    def get(self, data: DecodedDataset, layout: PatchLayout) -> tuple[ClipFeatures, bool]:
+        """Load the features of ``layout`` or compute and store them.
+
+        Returns:
+            ``(features, hit)``: ``hit`` is True when they came from the cache.
+        """
+        key = self.key(data, layout)
+        feat_path, off_path = self.root / f"{key}.features.npy", self.root / f"{key}.offsets.npy"
+        with open(self.root / f"{key}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                if feat_path.exists() and off_path.exists():
+                    feats = np.load(feat_path, mmap_mode="r")
+                    return ClipFeatures(features=feats, offsets=np.load(off_path), layout=layout), True
+                cf = compute_clip_features(data, layout)
+                atomic_write(off_path, lambda p: _save_npy(p, cf.offsets))
+                atomic_write(feat_path, lambda p: _save_npy(p, cf.features))
+                log.info("computed features %s (%s)", key, layout.key())
+                return cf, False
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as f:
+        np.save(f, array)

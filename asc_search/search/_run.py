@@ -1,0 +1,305 @@
+"""One search run end to end: data -> Ray Tune + Optuna search -> Pareto front -> INT8 export -> report."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import yaml
+
+from asc_search._errors import AscSearchError, UserInputError
+from asc_search._io import write_json, write_text
+from asc_search.config import RunConfig
+from asc_search.constraints import Budget, count_complexity, get_budget
+from asc_search.data import DecodedDataset, decode_dataset, load_manifest, native_sample_rate_hz
+from asc_search.search._pareto import pareto_front
+from asc_search.search._searcher import MODES, OBJECTIVES, DefineByRunSpace, FeasibleOptunaSearch
+from asc_search.search._trainable import TrialSettings, train_candidate
+from asc_search.search_spaces import Genome, SpaceOptions
+
+log = logging.getLogger(__name__)
+
+TRIAL_COLUMNS = [
+    "trial_id", "status", "reasons", "genome_id", "genome", "summary", "n_mels", "hop_ms", "chunk_s", "params",
+    "int8_bytes", "macs", "best_val_accuracy", "best_val_log_loss", "best_val_uar", "best_epoch", "epochs_run",
+    "stop_reason", "on_front", "node_id", "error",
+]
+
+
+@dataclass(kw_only=True)
+class RunResult:
+    """What a finished run produced.
+
+    Args:
+        run_dir: The run directory.
+        trials: One row a candidate (trained, failed and rejected), as in ``trials.csv``.
+        front: Rows of the Pareto front, by MACs.
+        exported: Validation dicts of the exported front members.
+        data_summary: Counts of the decoded data, skipped files included.
+    """
+
+    run_dir: Path
+    trials: list[dict]
+    front: list[dict]
+    exported: list[dict] = field(default_factory=list)
+    data_summary: dict = field(default_factory=dict)
+
+
+def resolve_budget(config: RunConfig) -> Budget:
+    """The budget preset with the CLI's overrides applied."""
+    budget = get_budget(config.budget)
+    if config.max_int8_bytes is not None or config.max_macs is not None:
+        budget = replace(
+            budget, name=f"{budget.name}+custom",
+            max_int8_bytes=config.max_int8_bytes if config.max_int8_bytes is not None else budget.max_int8_bytes,
+            max_macs=config.max_macs if config.max_macs is not None else budget.max_macs,
+        )
+    return budget
+
+
+def prepare_data(config: RunConfig) -> DecodedDataset:
+    """Read the manifest and decode every clip once at the run's sample rate."""
+    manifest = load_manifest(config.data, val_fold=config.val_fold, seed=config.seed)
+    rate = config.sample_rate_hz or native_sample_rate_hz(manifest)
+    data = decode_dataset(manifest, sample_rate_hz=rate)
+    log.info("data: %d clips (%d skipped), %d classes, %d Hz, split: %s", len(data.waveforms), len(data.skipped),
+             data.n_classes, rate, manifest.split_rule)
+    return data
+
+
+def _make_sampler(name: str, seed: int):
+    import optuna
+
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=8)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=8,
+                                      constant_liar=True)
+
+
+def _start_ray(config: RunConfig) -> bool:
+    """Start or join Ray; returns True when this call started it (and must shut it down)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    if config.address:
+        ray.init(address=config.address, log_to_driver=False)
+    else:
+        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    return True
+
+
+def run_search(config: RunConfig, *, on_progress: Callable[[str], None] | None = None) -> RunResult:
+    """Run a whole search and write the run directory of DESIGN.md.
+
+    Args:
+        config: The run configuration.
+        on_progress: Called with short status lines (the CLI prints them).
+
+    Returns:
+        The trials, the Pareto front and the exported models.
+
+    Raises:
+        UserInputError: Bad data or budget.
+        AscSearchError: The search could not run (e.g. no feasible genome in the space).
+    """
+    say = on_progress or (lambda msg: log.info("%s", msg))
+    budget = resolve_budget(config)
+    run_dir = Path(config.out).expanduser().resolve()
+    if (run_dir / "trials.csv").exists() or (run_dir / "tune").exists():
+        raise UserInputError(f"--out {run_dir} already holds a run; choose a new --out or delete it")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    data = prepare_data(config)
+    write_text(run_dir / "config.yaml", yaml.safe_dump({
+        "run": config.to_dict(), "budget": budget.__dict__, "sample_rate_hz": data.sample_rate_hz,
+        "classes": list(data.class_names), "search_space": SpaceOptions().__dict__,
+        "objectives": dict(zip(OBJECTIVES, MODES, strict=True)),
+    }, sort_keys=False))
+    write_json(run_dir / "data_report.json", data.summary())
+    say(f"data: {len(data.waveforms)} clips, {data.n_classes} classes, {data.sample_rate_hz} Hz, "
+        f"{len(data.skipped)} skipped file(s); budget {budget.describe()}")
+    rows = _search(config, budget, data, run_dir, say)
+    front = _finish_front(rows)
+    _write_trials(run_dir, rows)
+    result = RunResult(run_dir=run_dir, trials=rows, front=front, data_summary=data.summary())
+    from asc_search.deploy._bundle import export_front
+
+    result.exported = export_front(run_dir, front, data, budget, max_export=config.max_export, say=say)
+    from asc_search.report import write_report
+
+    write_report(result, budget)
+    return result
+
+
+def _search(config: RunConfig, budget: Budget, data: DecodedDataset, run_dir: Path,
+            say: Callable[[str], None]) -> list[dict]:
+    import ray
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+
+    space = DefineByRunSpace(options=SpaceOptions(), budget=budget, n_classes=data.n_classes,
+                             sample_rate_hz=data.sample_rate_hz)
+    _check_space_has_feasible(space)
+    rejections = run_dir / "rejected.jsonl"
+    searcher = FeasibleOptunaSearch(space=space, rejections_path=rejections, metric=list(OBJECTIVES),
+                                    mode=list(MODES), sampler=_make_sampler(config.sampler, config.seed))
+    started = _start_ray(config)
+    try:
+        cpus = ray.cluster_resources().get("CPU", 1.0)
+        concurrent = config.max_concurrent or max(1, int(cpus // config.cpus_per_trial))
+        settings = TrialSettings(cache_dir=str(run_dir / "cache"), epochs=config.epochs, patience=config.patience,
+                                 batch_size=config.batch_size, seed=config.seed,
+                                 threads=max(1, int(config.cpus_per_trial)))
+        trainable = tune.with_resources(tune.with_parameters(train_candidate, data=data, settings=settings),
+                                        {"cpu": config.cpus_per_trial})
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrent),
+                                        num_samples=config.trials, time_budget_s=config.time_budget_s,
+                                        reuse_actors=True, trial_dirname_creator=_trial_dirname),
+            run_config=tune.RunConfig(name="tune", storage_path=str(run_dir), verbose=0,
+                                      failure_config=tune.FailureConfig(max_failures=0),
+                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
+        )
+        say(f"search: {config.trials} trials, {concurrent} at a time, sampler {config.sampler}, "
+            f"{config.epochs} epochs max")
+        t0 = time.time()
+        grid = tuner.fit()
+        say(f"search finished in {time.time() - t0:.0f} s")
+        rows = [_row_from_result(r, data) for r in grid]
+    finally:
+        if started:
+            ray.shutdown()
+    rows += _rejected_rows(rejections)
+    return rows
+
+
+def _trial_dirname(trial) -> str:
+    return f"trial_{trial.trial_id}"
+
+
+def _check_space_has_feasible(space: DefineByRunSpace) -> None:
+    """Fail fast when even the smallest genome of the space breaks the budget."""
+    o = space.options
+    from asc_search.search_spaces import ConvStage, FrontendGenes
+
+    smallest = Genome(
+        frontend=FrontendGenes(n_mels=min(o.n_mels), hop_ms=max(o.hop_ms), chunk_s=max(o.chunk_s)),
+        stages=tuple(ConvStage(width=min(o.widths), kernel=min(o.kernels), activation=o.activations[0], pool="max2")
+                     for _ in range(o.min_stages)),
+        head_width=0,
+    )
+    c = count_complexity(smallest, n_classes=space.n_classes, sample_rate_hz=space.sample_rate_hz)
+    reasons = space.budget.check(c)
+    if reasons:
+        raise UserInputError(
+            f"budget {space.budget.name!r} rejects even the smallest network of the space ({'; '.join(reasons)}); "
+            "raise --max-int8-bytes / --max-macs"
+        )
+
+
+def _row_from_result(r, data: DecodedDataset) -> dict:
+    cfg = r.config or {}
+    genome = Genome.from_dict(cfg["genome"]) if "genome" in cfg else None
+    m = r.metrics or {}
+    c = count_complexity(genome, n_classes=data.n_classes, sample_rate_hz=data.sample_rate_hz) if genome else None
+    ok = r.error is None and m.get("final", False)
+    status = "completed" if ok else ("failed" if r.error is not None else "stopped")
+    return {
+        "trial_id": m.get("trial_id") or Path(r.path).name,
+        "status": status, "reasons": "",
+        "genome_id": genome.genome_id if genome else "", "genome": genome.to_json() if genome else "",
+        "summary": genome.summary() if genome else "",
+        "n_mels": genome.frontend.n_mels if genome else "", "hop_ms": genome.frontend.hop_ms if genome else "",
+        "chunk_s": genome.frontend.chunk_s if genome else "",
+        "params": c.params if c else "", "int8_bytes": c.int8_bytes if c else "", "macs": c.macs if c else "",
+        "best_val_accuracy": m.get("best_val_accuracy", ""), "best_val_log_loss": m.get("best_val_log_loss", ""),
+        "best_val_uar": m.get("best_val_uar", ""), "best_epoch": m.get("best_epoch", ""),
+        "epochs_run": m.get("epoch", ""), "stop_reason": m.get("stop_reason", ""), "on_front": False,
+        "node_id": m.get("node_ip", ""), "error": _error_line(r.error),
+        "_checkpoint": r.checkpoint.path if (ok and r.checkpoint) else None,
+    }
+
+
+def _error_line(err) -> str:
+    if err is None:
+        return ""
+    text = str(err).strip().splitlines()
+    return text[-1][:300] if text else type(err).__name__
+
+
+def _rejected_rows(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        d = json.loads(line)
+        g = Genome.from_dict(d["genome"])
+        c = d["complexity"]
+        rows.append({
+            "trial_id": d["trial_id"], "status": "rejected", "reasons": "; ".join(d["reasons"]),
+            "genome_id": g.genome_id, "genome": g.to_json(), "summary": g.summary(),
+            "n_mels": g.frontend.n_mels, "hop_ms": g.frontend.hop_ms, "chunk_s": g.frontend.chunk_s,
+            "params": c["params"], "int8_bytes": c["int8_bytes"], "macs": c["macs"], "best_val_accuracy": "",
+            "best_val_log_loss": "", "best_val_uar": "", "best_epoch": "", "epochs_run": 0, "stop_reason": "",
+            "on_front": False, "node_id": "", "error": "", "_checkpoint": None,
+        })
+    return rows
+
+
+def _finish_front(rows: list[dict]) -> list[dict]:
+    done = [r for r in rows if r["status"] == "completed"]
+    idx = pareto_front([(r["best_val_accuracy"], r["macs"], r["int8_bytes"]) for r in done], MODES)
+    for i in idx:
+        done[i]["on_front"] = True
+    return sorted((done[i] for i in idx), key=lambda r: (r["macs"], -r["best_val_accuracy"]))
+
+
+def _write_trials(run_dir: Path, rows: list[dict]) -> None:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=TRIAL_COLUMNS, extrasaction="ignore")
+    w.writeheader()
+    for r in sorted(rows, key=lambda r: (r["status"] == "rejected", r["trial_id"])):
+        w.writerow(r)
+    write_text(run_dir / "trials.csv", buf.getvalue())
+
+
+def copy_checkpoint(row: dict, dest: Path) -> Path:
+    """Copy a trial's ``model.pt`` from its Ray checkpoint into ``dest``.
+
+    Raises:
+        AscSearchError: The trial has no checkpoint.
+    """
+    src = row.get("_checkpoint")
+    if not src or not (Path(src) / "model.pt").exists():
+        raise AscSearchError(f"trial {row['trial_id']} has no checkpoint with model.pt")
+    dest.mkdir(parents=True, exist_ok=True)
+    tmp = dest / ".model.pt.tmp"
+    shutil.copyfile(Path(src) / "model.pt", tmp)
+    os.replace(tmp, dest / "model.pt")
+    if (Path(src) / "history.json").exists():
+        shutil.copyfile(Path(src) / "history.json", dest / "history.json")
+    return dest / "model.pt"
+
+
+def front_table(front: list[dict]) -> list[dict]:
+    """Front rows reduced to the printed columns."""
+    return [{k: r[k] for k in ("trial_id", "summary", "best_val_accuracy", "macs", "int8_bytes")} for r in front]
+
+
+__all__ = ["RunResult", "copy_checkpoint", "prepare_data", "resolve_budget", "run_search"]

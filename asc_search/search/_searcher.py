@@ -1,0 +1,99 @@
+"""Ray Tune searcher: Optuna multi-objective sampling with infeasible genomes rejected before any trial.
+
+Ray's ``OptunaSearch`` shows the sampler only the sampled parameters, so feasibility must follow from
+the genome alone: ``FeasibleOptunaSearch.suggest`` samples, counts the genome's complexity, and while the
+candidate breaks the budget tells Optuna the trial as infeasible (``COMPLETE`` with its constraint values
+set by ``trial.set_constraint``, accuracy 0 as a placeholder since it was never trained) and samples
+again. No Ray trial is started for a rejected genome; each rejection is appended to a JSON-lines file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import optuna
+from ray.tune.search.optuna import OptunaSearch
+
+from asc_search._errors import AscSearchError
+from asc_search.constraints import Budget, count_complexity
+from asc_search.search_spaces import Genome, SpaceOptions, genome_from_params, sample_genome
+
+log = logging.getLogger(__name__)
+
+OBJECTIVES = ("best_val_accuracy", "macs", "int8_bytes")
+MODES = ("max", "min", "min")
+
+
+class DefineByRunSpace:
+    """Picklable define-by-run space: samples a genome and records the budget's constraint values.
+
+    Args:
+        options: Gene choices.
+        budget: Device budget.
+        n_classes: Output classes.
+        sample_rate_hz: Front-end sample rate (Hz).
+    """
+
+    def __init__(self, *, options: SpaceOptions, budget: Budget, n_classes: int, sample_rate_hz: int) -> None:
+        self.options, self.budget, self.n_classes, self.sample_rate_hz = options, budget, n_classes, sample_rate_hz
+
+    def __call__(self, trial) -> None:
+        """Sample the genes on ``trial`` and set its constraints; returns no constants."""
+        genome = sample_genome(trial, self.options)
+        c = count_complexity(genome, n_classes=self.n_classes, sample_rate_hz=self.sample_rate_hz)
+        for key, value in self.budget.violations(c).items():
+            trial.set_constraint(key, value)
+        return None
+
+
+class FeasibleOptunaSearch(OptunaSearch):
+    """``OptunaSearch`` that never hands Ray an infeasible genome.
+
+    Args:
+        space: The define-by-run space.
+        rejections_path: JSON-lines file every rejection is appended to.
+        max_consecutive_rejections: Give up (an error naming the budget) after this many rejections in a row.
+        **kwargs: Passed to ``OptunaSearch`` (``metric``, ``mode``, ``sampler``, ``storage`` ...).
+    """
+
+    def __init__(self, *, space: DefineByRunSpace, rejections_path: str | Path,
+                 max_consecutive_rejections: int = 2000, **kwargs) -> None:
+        super().__init__(space=space, **kwargs)
+        self._rejections_path = str(rejections_path)
+        self._max_rejections = max_consecutive_rejections
+        self.rejected = 0
+
+    def suggest(self, trial_id: str) -> dict | None:
+        """Sample until a feasible genome comes out; tell Optuna each infeasible one."""
+        for _ in range(self._max_rejections):
+            params = super().suggest(trial_id)
+            if not isinstance(params, dict):
+                return params
+            space: DefineByRunSpace = self._space
+            genome = genome_from_params(params)
+            c = count_complexity(genome, n_classes=space.n_classes, sample_rate_hz=space.sample_rate_hz)
+            reasons = space.budget.check(c)
+            if not reasons:
+                return {"genome": genome.to_dict(), "params": params}
+            ot_trial = self._ot_trials.pop(trial_id)
+            ot_trial.set_user_attr("rejected", "; ".join(reasons))
+            self._ot_study.tell(ot_trial, [0.0, float(c.macs), float(c.int8_bytes)],
+                                state=optuna.trial.TrialState.COMPLETE)
+            self.rejected += 1
+            self._record_rejection(genome, c.to_dict(), reasons, ot_trial.number)
+        raise AscSearchError(
+            f"{self._max_rejections} candidates in a row break the budget {space.budget.name!r}: "
+            "the space has (almost) no feasible genome; loosen the budget or shrink the space"
+        )
+
+    def _record_rejection(self, genome: Genome, complexity: dict, reasons: list[str], number: int) -> None:
+        row = {"trial_id": f"rejected_{number:05d}", "status": "rejected", "optuna_number": number,
+               "reasons": reasons, "genome": genome.to_dict(), "genome_id": genome.genome_id,
+               "complexity": complexity, "time": time.time()}
+        with open(self._rejections_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+        log.info("rejected before training: %s (%s)", genome.summary(), "; ".join(reasons))

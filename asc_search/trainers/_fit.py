@@ -1,0 +1,196 @@
+"""The training loop: Adam, cross-entropy, random patch crops, early stopping on validation accuracy."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from asc_search._errors import UserInputError
+from asc_search.frontends import ClipFeatures
+from asc_search.trainers._metrics import classification_metrics, clip_probabilities
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Normalisation:
+    """Global standardisation of log-mel features: ``(x - mean_db) / std_db`` (fit on the training split)."""
+
+    mean_db: float
+    std_db: float
+
+    @classmethod
+    def fit(cls, features: ClipFeatures, clips: np.ndarray) -> Normalisation:
+        """Mean and standard deviation (dB) over every frame of the clips ``clips``."""
+        total, total_sq, n = 0.0, 0.0, 0
+        for i in clips:
+            c = np.asarray(features.clip(int(i)), dtype=np.float64)
+            total += c.sum()
+            total_sq += (c * c).sum()
+            n += c.size
+        mean = total / n
+        std = math.sqrt(max(total_sq / n - mean * mean, 1e-12))
+        return cls(mean_db=float(mean), std_db=float(std))
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """Standardise ``x`` (any shape)."""
+        return ((x - self.mean_db) / self.std_db).astype(np.float32)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainSettings:
+    """Training hyper-parameters.
+
+    Args:
+        epochs: Most epochs (an epoch draws as many random crops as the training clips have patches).
+        learning_rate: Adam learning rate.
+        batch_size: Patches per step.
+        patience: Epochs without a better validation accuracy before stopping.
+        weight_decay: Adam weight decay.
+        seed: Seed of initialisation and crop sampling.
+    """
+
+    epochs: int = 30
+    learning_rate: float = 1e-3
+    batch_size: int = 64
+    patience: int = 8
+    weight_decay: float = 1e-4
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise UserInputError(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise UserInputError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.patience < 1:
+            raise UserInputError(f"patience must be >= 1, got {self.patience}")
+
+
+@dataclass(kw_only=True)
+class FitResult:
+    """Outcome of ``fit``.
+
+    Args:
+        state_dict: Weights of the best epoch.
+        best_epoch: 1-based epoch of the best validation accuracy.
+        val_metrics: Clip-level validation metrics of the best epoch (accuracy, log_loss, uar).
+        val_probs: Clip probabilities of the best epoch, shape ``(n_val, n_classes)``.
+        history: One dict a completed epoch.
+        stop_reason: ``"epochs"`` or ``"early_stopping"``.
+    """
+
+    state_dict: dict
+    best_epoch: int
+    val_metrics: dict[str, float]
+    val_probs: np.ndarray
+    history: list[dict] = field(default_factory=list)
+    stop_reason: str = "epochs"
+
+
+def predict_clips(model: nn.Module, features: ClipFeatures, clips: np.ndarray, norm: Normalisation,
+                  *, batch_size: int = 256) -> np.ndarray:
+    """Clip probabilities: softmax of every patch (50 % overlap), averaged per clip.
+
+    Returns:
+        Shape ``(len(clips), n_classes)``.
+    """
+    x, owner = features.patches(clips)
+    x = norm.apply(x)
+    model.eval()
+    outs = []
+    with torch.inference_mode():
+        for s in range(0, len(x), batch_size):
+            outs.append(torch.softmax(model(torch.from_numpy(x[s:s + batch_size])), dim=1).numpy())
+    return clip_probabilities(np.concatenate(outs), owner, len(clips))
+
+
+def fit(model: nn.Module, features: ClipFeatures, labels: np.ndarray, train_clips: np.ndarray,
+        val_clips: np.ndarray, norm: Normalisation, settings: TrainSettings,
+        on_epoch: Callable[[dict], None] | None = None) -> FitResult:
+    """Train ``model`` on random patch crops of the training clips; keep the best validation epoch.
+
+    Each epoch draws, for every training clip, as many crops as it has evaluation patches, at random
+    frame offsets; validation is clip-level (mean of patch probabilities).
+
+    Args:
+        model: ``(batch, 1, n_mels, frames) -> (batch, n_classes)``.
+        features: Clip features.
+        labels: Class index per clip, shape ``(n_clips,)``.
+        train_clips: Indices of training clips.
+        val_clips: Indices of validation clips.
+        norm: Input standardisation.
+        settings: Hyper-parameters.
+        on_epoch: Called after each epoch with ``{"epoch", "train_loss", "val_accuracy", "val_log_loss",
+            "val_uar", "best_val_accuracy", "best_epoch"}``.
+
+    Returns:
+        The best epoch's weights and metrics.
+
+    Raises:
+        FloatingPointError: The training loss became NaN or infinite.
+    """
+    rng = np.random.default_rng(settings.seed)
+    torch.manual_seed(settings.seed)
+    opt = torch.optim.Adam(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=settings.epochs)
+    loss_fn = nn.CrossEntropyLoss()
+    t = features.layout.patch_frames
+    frames = np.diff(features.offsets)
+    n_crops = np.array([len(features.patch_starts(int(i))) for i in train_clips])
+    sample_clips = np.repeat(train_clips, n_crops)
+    y_val = labels[val_clips]
+    best: FitResult | None = None
+    history: list[dict] = []
+    stale = 0
+    stop_reason = "epochs"
+    for epoch in range(1, settings.epochs + 1):
+        model.train()
+        order = rng.permutation(sample_clips)
+        starts = (rng.random(len(order)) * (frames[order] - t + 1)).astype(np.int64)
+        total, count = 0.0, 0
+        for s in range(0, len(order), settings.batch_size):
+            idx, st = order[s:s + settings.batch_size], starts[s:s + settings.batch_size]
+            x = np.stack([features.features[:, features.offsets[i] + a:features.offsets[i] + a + t]
+                          for i, a in zip(idx, st, strict=True)])[:, None]
+            xb = torch.from_numpy(norm.apply(x))
+            yb = torch.from_numpy(labels[idx])
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(xb), yb)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"training loss is {loss.item()} at epoch {epoch}")
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+            count += len(idx)
+        sched.step()
+        probs = predict_clips(model, features, val_clips, norm)
+        m = classification_metrics(y_val, probs)
+        improved = best is None or m["accuracy"] > best.val_metrics["accuracy"] or (
+            m["accuracy"] == best.val_metrics["accuracy"] and m["log_loss"] < best.val_metrics["log_loss"])
+        if improved:
+            best = FitResult(state_dict=copy.deepcopy(model.state_dict()), best_epoch=epoch, val_metrics=m,
+                             val_probs=probs)
+            stale = 0
+        else:
+            stale += 1
+        row = {"epoch": epoch, "train_loss": total / max(count, 1), "val_accuracy": m["accuracy"],
+               "val_log_loss": m["log_loss"], "val_uar": m["uar"], "best_val_accuracy": best.val_metrics["accuracy"],
+               "best_epoch": best.best_epoch}
+        history.append(row)
+        log.debug("epoch %d %s", epoch, row)
+        if on_epoch is not None:
+            on_epoch(row)
+        if stale >= settings.patience:
+            stop_reason = "early_stopping"
+            break
+    best.history = history
+    best.stop_reason = stop_reason
+    model.load_state_dict(best.state_dict)
+    return best

@@ -1,0 +1,63 @@
+"""Shared fixtures: the real audio of ../shared/data (never copied into the repo)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("ASC_SHARED_DATA", REPO.parent / "shared" / "data"))
+ESC10 = SHARED_DATA / "esc10-dev"
+FSDD = SHARED_DATA / "fsdd"
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{path} is missing: CI must have ../shared/data beside the clone")
+        pytest.skip(f"real audio not found at {path} (set ASC_SHARED_DATA)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def esc10() -> Path:
+    """The esc10-dev folder (240 clips, 16 kHz, folds 1-3)."""
+    return _require(ESC10)
+
+
+@pytest.fixture(scope="session")
+def fsdd() -> Path:
+    """The fsdd folder (3,000 clips, 8 kHz, split column)."""
+    return _require(FSDD)
+
+
+def write_subset_manifest(src: Path, dest_csv: Path, *, per_class_per_group: int, columns: tuple[str, ...],
+                          group_column: str | None) -> Path:
+    """Write a CSV manifest (absolute paths) with the first ``per_class_per_group`` rows of each
+    (label, group) of ``src/metadata.csv``; the audio stays in ../shared/data."""
+    with open(src / "metadata.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    seen: dict[tuple[str, str], int] = {}
+    out = []
+    for r in rows:
+        key = (r["label"], r[group_column] if group_column else "")
+        if seen.get(key, 0) < per_class_per_group:
+            seen[key] = seen.get(key, 0) + 1
+            out.append({c: (str((src / r[c]).resolve()) if c == "filename" else r[c]) for c in columns})
+    dest_csv.parent.mkdir(parents=True, exist_ok=True)
+    with open(dest_csv, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(columns))
+        w.writeheader()
+        w.writerows(out)
+    return dest_csv
+
+
+def copy_clip(src: Path, dest: Path) -> Path:
+    """Copy one real clip into a temporary test layout."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dest)
+    return dest

@@ -1,0 +1,58 @@
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from asc_search import UserInputError
+from asc_search.constraints import count_complexity, get_budget, list_budgets
+from asc_search.search_spaces import ConvStage, FrontendGenes, Genome, build_model
+
+GENOMES = [
+    Genome(frontend=FrontendGenes(n_mels=40, hop_ms=20, chunk_s=1.0),
+           stages=(ConvStage(width=16, kernel=7, activation="relu", pool="max2"),
+                   ConvStage(width=32, kernel=3, activation="tanh", pool="avg2")), head_width=0),
+    Genome(frontend=FrontendGenes(n_mels=64, hop_ms=16, chunk_s=0.5),
+           stages=(ConvStage(width=8, kernel=5, activation="tanh", pool="none"),
+                   ConvStage(width=24, kernel=3, activation="relu", pool="max2"),
+                   ConvStage(width=48, kernel=3, activation="relu", pool="max2"),
+                   ConvStage(width=16, kernel=7, activation="relu", pool="none")), head_width=64),
+]
+
+
+@pytest.mark.parametrize("genome", GENOMES, ids=lambda g: g.genome_id)
+def test_analytic_counts_match_the_built_model(genome):
+    c = count_complexity(genome, n_classes=10, sample_rate_hz=16000)
+    model = build_model(genome, 10).eval()
+    # BN folded: each conv keeps its weights and gains a bias (= BN's shift); BN's own parameters go.
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    weights = sum(m.weight.numel() for m in convs)
+    biases = sum(m.out_channels for m in convs)
+    assert (c.weight_params, c.bias_params) == (weights, biases)
+    assert c.int8_bytes == weights + 4 * biases
+    x = torch.zeros(1, *c.input_shape)
+    with FlopCounterMode(display=False) as fc:
+        model(x)
+    assert c.macs_per_patch == fc.get_total_flops() // 2
+    assert c.macs == c.macs_per_patch * c.patches_per_second
+
+
+def test_pooling_below_1x1_is_not_buildable():
+    g = Genome(frontend=FrontendGenes(n_mels=32, hop_ms=32, chunk_s=0.5),
+               stages=tuple(ConvStage(width=8, kernel=3, activation="relu", pool="max2") for _ in range(4)))
+    c = count_complexity(g, n_classes=10, sample_rate_hz=16000)
+    assert not c.buildable and "below 1x1" in c.reason
+    assert any("below 1x1" in r for r in get_budget("dcase2022").check(c))
+
+
+def test_dcase2022_budget_limits_and_unknown_budget_lists_names():
+    b = get_budget("dcase2022")
+    assert (b.max_int8_bytes, b.max_macs) == (128_000, 30_000_000)
+    assert "dcase2022" in [x.name for x in list_budgets()]
+    with pytest.raises(UserInputError, match="unknown budget 'dcase2099'; valid budgets: .*dcase2022"):
+        get_budget("dcase2099")
+
+
+def test_budget_check_names_each_broken_limit():
+    c = count_complexity(GENOMES[1], n_classes=10, sample_rate_hz=16000)
+    reasons = get_budget("dcase2022").check(c)
+    assert c.macs > 30_000_000 and any(r.startswith("macs") for r in reasons)
+    assert get_budget("dcase2022").violations(c)["macs"] > 0

@@ -1,0 +1,78 @@
+import numpy as np
+import pytest
+import soundfile as sf
+
+from asc_search import UserInputError
+from asc_search.data import decode_dataset, load_manifest, native_sample_rate_hz, pad_to_patches
+from tests.conftest import copy_clip
+
+
+def test_esc10_manifest_uses_fold_3_for_validation(esc10):
+    m = load_manifest(esc10)
+    assert len(m.clips) == 240 and m.n_classes == 10
+    assert sum(c.is_validation for c in m.clips) == 80
+    assert all(c.is_validation == (c.group == "3") for c in m.clips)
+    assert all(c.path.exists() for c in m.clips)
+
+
+def test_esc10_val_fold_can_be_chosen_and_must_exist(esc10):
+    m = load_manifest(esc10, val_fold="1")
+    assert all(c.is_validation == (c.group == "1") for c in m.clips)
+    with pytest.raises(UserInputError, match="--val-fold '7'.*folds are"):
+        load_manifest(esc10, val_fold="7")
+
+
+def test_fsdd_manifest_uses_split_column(fsdd):
+    m = load_manifest(fsdd / "metadata.csv")
+    assert len(m.clips) == 3000 and m.class_names == tuple(str(d) for d in range(10))
+    assert sum(c.is_validation for c in m.clips) == 300  # takes 0-4 of 6 speakers x 10 digits
+    assert native_sample_rate_hz(m) == 8000
+
+
+def test_csv_without_label_column_names_file_and_fix(tmp_path):
+    p = tmp_path / "bad.csv"
+    p.write_text("filename,category\na.wav,dog\n")
+    with pytest.raises(UserInputError, match=r"bad.csv has no 'label' column"):
+        load_manifest(p)
+
+
+def test_missing_path_is_a_user_error(tmp_path):
+    with pytest.raises(UserInputError, match="does not exist"):
+        load_manifest(tmp_path / "nope")
+
+
+def test_folder_per_class_layout_with_corrupt_and_empty_files_counted(esc10, tmp_path):
+    src = load_manifest(esc10)
+    by_label: dict[str, list] = {}
+    for c in src.clips:
+        by_label.setdefault(c.label, []).append(c.path)
+    for label in ("dog", "rain"):
+        for i, p in enumerate(by_label[label][:5]):
+            copy_clip(p, tmp_path / label / f"{i}.flac")
+    (tmp_path / "dog" / "corrupt.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEgarbage")
+    sf.write(tmp_path / "rain" / "empty.wav", np.zeros(0, dtype=np.float32), 16000)
+    m = load_manifest(tmp_path, seed=1)
+    assert m.class_names == ("dog", "rain") and len(m.clips) == 12
+    assert "folder per class" in m.split_rule
+    d = decode_dataset(m, sample_rate_hz=16000)
+    assert len(d.waveforms) == 10
+    assert sorted(s.path.rsplit("/", 1)[-1] for s in d.skipped) == ["corrupt.wav", "empty.wav"]
+    assert d.summary()["skipped_files"] == 2
+
+
+def test_decode_resamples_and_mixes_stereo_to_mono(esc10, tmp_path):
+    clip = load_manifest(esc10).clips[0]
+    x, rate = sf.read(clip.path, dtype="float32")
+    sf.write(tmp_path / "st.wav", np.stack([x, x], axis=1), rate)
+    (tmp_path / "m.csv").write_text("filename,label,split\nst.wav,a,train\nst.wav,b,test\n")
+    d = decode_dataset(load_manifest(tmp_path / "m.csv"), sample_rate_hz=8000)
+    assert d.waveforms[0].ndim == 1
+    assert abs(len(d.waveforms[0]) - len(x) / 2) <= 2
+    assert d.native_rates_hz == {16000: 2}
+
+
+def test_pad_to_patches_covers_clip_with_whole_patches():
+    assert len(pad_to_patches(np.ones(500, np.float32), chunk_samples=1000, patch_hop_samples=500)) == 1000
+    y = pad_to_patches(np.ones(2700, np.float32), chunk_samples=1000, patch_hop_samples=500)
+    assert len(y) == 3000 and y[:2700].all() and not y[2700:].any()
+    assert len(pad_to_patches(np.ones(2050, np.float32), chunk_samples=1000, patch_hop_samples=500)) == 2000
