@@ -26,12 +26,12 @@ $(STAMP): pyproject.toml Makefile
 # The main job on the bundled real data: ESC-10 folds 1-2 train, fold 3 validation, DCASE 2022 budget.
 demo: install
 	rm -rf $(DEMO_OUT)
-	$(BIN)/asc-search --budget dcase2022 --data $(DATA)/esc10-dev --trials 20 --epochs 20 --seed 0 --out $(DEMO_OUT)
+	$(BIN)/asc-search --budget dcase2022 --data $(DATA)/esc10-dev --trials 20 --epochs 16 --seed 0 --out $(DEMO_OUT)
 
 # The same command on 8 kHz speech (Free Spoken Digit Dataset), unchanged but for --data.
 demo-fsdd: install
 	rm -rf runs/demo-fsdd
-	$(BIN)/asc-search --budget dcase2022 --data $(DATA)/fsdd --trials 20 --epochs 20 --seed 0 --out runs/demo-fsdd
+	$(BIN)/asc-search --budget dcase2022 --data $(DATA)/fsdd --trials 20 --epochs 16 --seed 0 --out runs/demo-fsdd
 
 test: install
 	$(BIN)/python -m pytest -q tests

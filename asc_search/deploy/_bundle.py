@@ -21,7 +21,8 @@ from asc_search.trainers import Normalisation, classification_metrics, clip_prob
 
 log = logging.getLogger(__name__)
 
-CALIBRATION_PATCHES = 256
+CALIBRATION_PATCHES = 512
+MIN_INT8_AGREEMENT = 0.95
 
 
 def choose_exports(front: list[dict], max_export: int) -> list[dict]:
@@ -46,7 +47,8 @@ def export_and_validate(model_pt: Path, data: DecodedDataset, cache: FeatureCach
 
     Validation: weight bytes and MACs counted on the .tflite graph against the genome's; clip-level
     accuracy, log loss and UAR of the INT8 model (LiteRT, XNNPACK, 1 thread) and of the float model on
-    the validation split; agreement of their clip argmax; a pass/fail line per budget limit.
+    the validation split; agreement of their clip argmax; a pass/fail line per budget limit and for the agreement (at least ``MIN_INT8_AGREEMENT``); a model
+    that fails any line is not ``deployable``.
 
     Returns:
         The validation dict (also written to ``validation.json``).
@@ -91,6 +93,9 @@ def export_and_validate(model_pt: Path, data: DecodedDataset, cache: FeatureCach
     if budget.max_macs is not None:
         limits.append({"limit": "macs", "value": macs_tflite, "max": budget.max_macs,
                        "pass": macs_tflite <= budget.max_macs})
+    agreement = float((f_clip.argmax(1) == q_clip.argmax(1)).mean())
+    limits.append({"limit": "int8_float_agreement", "value": agreement, "min": MIN_INT8_AGREEMENT,
+                   "pass": agreement >= MIN_INT8_AGREEMENT})
     report = {
         "trial_id": out_dir.name, "genome_id": genome.genome_id, "summary": genome.summary(),
         "tflite": str(tflite_path.name), "file_bytes": tfl.file_bytes,
@@ -99,7 +104,7 @@ def export_and_validate(model_pt: Path, data: DecodedDataset, cache: FeatureCach
         "int8_weights": tfl.int8_weights, "int32_biases": tfl.int32_biases,
         "validation_clips": int(len(val)), "validation_patches": int(len(x_val)),
         "float": classification_metrics(y, f_clip), "int8": classification_metrics(y, q_clip),
-        "int8_float_agreement": float((f_clip.argmax(1) == q_clip.argmax(1)).mean()),
+        "int8_float_agreement": agreement,
         "int8_float_patch_agreement": float((float_probs.argmax(1) == int8_probs.argmax(1)).mean()),
         "interpreter": "LiteRT (XNNPACK, 1 thread)", "export_s": round(export_s, 2),
         "budget": budget.name, "limits": limits, "deployable": all(lim["pass"] for lim in limits),

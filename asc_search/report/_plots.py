@@ -11,14 +11,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from asc_search._io import atomic_write  # noqa: E402
 from asc_search.constraints import Budget  # noqa: E402
+from asc_search.search._pareto import pareto_front  # noqa: E402
 
 
 def plot_pareto(rows: list[dict], budget: Budget, path: str | Path, *, title: str = "") -> Path:
     """Write ``pareto.png``: two panels (accuracy vs M MACs per 1 s, accuracy vs INT8 KB).
 
-    Completed trials are dots, the Pareto front is a red line with labelled points, rejected
-    candidates are grey crosses on the bottom axis (never trained), failed trials are black triangles,
-    budget limits are dashed vertical lines with the infeasible side shaded.
+    Completed trials are dots; members of the 3-objective Pareto front are red circles with their trial
+    id; the red step line is the front of the panel's own two objectives; rejected candidates are grey
+    crosses on the bottom axis (never trained; those beyond the axis sit at its right edge); failed or
+    stopped trials are black triangles; budget limits are dashed lines with the infeasible side shaded.
 
     Args:
         rows: Trial rows as in ``trials.csv``.
@@ -33,31 +35,39 @@ def plot_pareto(rows: list[dict], budget: Budget, path: str | Path, *, title: st
     panels = [("macs", 1e6, "M MACs per 1 s of audio", budget.max_macs),
               ("int8_bytes", 1e3, "INT8 parameter memory (KB)", budget.max_int8_bytes)]
     for ax, (key, scale, label, limit) in zip(axes, panels, strict=True):
-        ax.scatter([r[key] / scale for r in done], [r["best_val_accuracy"] for r in done], s=28, c="tab:blue",
+        trained_x = [r[key] / scale for r in done]
+        right = max(trained_x + [1e-9]) * 1.08
+        if limit is not None:
+            right = max(right, limit / scale * 1.6)
+        def clip_x(values):
+            return [min(v, right * 0.985) for v in values]
+        ax.scatter(trained_x, [r["best_val_accuracy"] for r in done], s=28, c="tab:blue",
                    alpha=0.7, label=f"trained ({len(done)})", zorder=3)
         if rejected:
-            ax.scatter([r[key] / scale for r in rejected], [0.0] * len(rejected), marker="x", c="grey",
-                       s=24, alpha=0.6, label=f"rejected before training ({len(rejected)})", zorder=2)
+            xs = [r[key] / scale for r in rejected]
+            ax.scatter(clip_x(xs), [0.0] * len(rejected), marker="x", c="grey", s=24, alpha=0.7,
+                       label=f"rejected before training ({len(rejected)}; beyond the axis at its edge)", zorder=2)
         if failed:
-            ax.scatter([r[key] / scale for r in failed], [0.0] * len(failed), marker="v", c="black", s=28,
-                       label=f"failed ({len(failed)})", zorder=2)
+            ax.scatter(clip_x([r[key] / scale for r in failed]), [0.0] * len(failed), marker="v", c="black", s=28,
+                       label=f"failed or stopped ({len(failed)})", zorder=2)
+        if done:
+            idx = pareto_front([(r["best_val_accuracy"], r[key]) for r in done], ("max", "min"))
+            pts = sorted((done[i] for i in idx), key=lambda r: r[key])
+            xs = [r[key] / scale for r in pts] + [right]
+            ys = [r["best_val_accuracy"] for r in pts]
+            ax.step(xs, ys + ys[-1:], where="post", c="tab:red", lw=1.0, alpha=0.6, zorder=4,
+                    label="front of this panel's two objectives")
         if front:
-            pts = sorted(front, key=lambda r: r[key])
-            ax.step([r[key] / scale for r in pts], [r["best_val_accuracy"] for r in pts], where="post",
-                    c="tab:red", lw=1.2, zorder=4)
-            ax.scatter([r[key] / scale for r in pts], [r["best_val_accuracy"] for r in pts], s=60,
-                       facecolors="none", edgecolors="tab:red", lw=1.6, label=f"Pareto front ({len(front)})",
-                       zorder=5)
-            for r in pts:
-                ax.annotate(r["trial_id"].split("_")[-1], (r[key] / scale, r["best_val_accuracy"]),
-                            textcoords="offset points", xytext=(4, 4), fontsize=7, color="tab:red")
+            ax.scatter([r[key] / scale for r in front], [r["best_val_accuracy"] for r in front], s=70,
+                       facecolors="none", edgecolors="tab:red", lw=1.6,
+                       label=f"Pareto front, 3 objectives ({len(front)})", zorder=5)
+            for r in front:
+                ax.annotate(r["trial_id"][-8:], (r[key] / scale, r["best_val_accuracy"]), textcoords="offset points",
+                            xytext=(5, -3), fontsize=7, color="tab:red")
         if limit is not None:
-            ax.axvline(limit / scale, ls="--", c="tab:orange", lw=1.2, label=f"{budget.name} limit")
-            right = max([limit / scale * 1.05] + [r[key] / scale * 1.05 for r in done + rejected + failed])
+            ax.axvline(limit / scale, ls="--", c="tab:orange", lw=1.4, label=f"{budget.name} limit")
             ax.axvspan(limit / scale, right, color="tab:orange", alpha=0.08)
-            ax.set_xlim(0, right)
-        else:
-            ax.set_xlim(left=0)
+        ax.set_xlim(0, right)
         ax.set_xlabel(label)
         ax.set_ylabel("validation accuracy")
         ax.set_ylim(-0.03, 1.0)

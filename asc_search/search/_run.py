@@ -74,7 +74,12 @@ def prepare_data(config: RunConfig) -> DecodedDataset:
 
 
 def _make_sampler(name: str, seed: int):
+    import warnings
+
     import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=8)
@@ -118,8 +123,8 @@ def run_search(config: RunConfig, *, on_progress: Callable[[str], None] | None =
     run_dir = Path(config.out).expanduser().resolve()
     if (run_dir / "trials.csv").exists() or (run_dir / "tune").exists():
         raise UserInputError(f"--out {run_dir} already holds a run; choose a new --out or delete it")
-    run_dir.mkdir(parents=True, exist_ok=True)
     data = prepare_data(config)
+    run_dir.mkdir(parents=True, exist_ok=True)
     write_text(run_dir / "config.yaml", yaml.safe_dump({
         "run": config.to_dict(), "budget": budget.__dict__, "sample_rate_hz": data.sample_rate_hz,
         "classes": list(data.class_names), "search_space": SpaceOptions().__dict__,

@@ -36,7 +36,7 @@ class SpaceOptions:
     chunk_s: tuple[float, ...] = (0.5, 1.0)
     min_stages: int = 2
     max_stages: int = 4
-    widths: tuple[int, ...] = (8, 16, 24, 32, 48, 64)
+    widths: tuple[int, ...] = (16, 24, 32, 48, 64)
     kernels: tuple[int, ...] = KERNELS
     activations: tuple[str, ...] = ACTIVATIONS
     pools: tuple[str, ...] = POOLS

@@ -1,0 +1,48 @@
+"""CLI usage errors: exit code 2 and one line naming the value and the fix."""
+
+import pytest
+
+from asc_search.cli import main
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_missing_data_path(capsys, tmp_path):
+    assert main(["--budget", "dcase2022", "--data", str(tmp_path / "nowhere")]) == 2
+    assert "nowhere" in _one_line_error(capsys)
+
+
+def test_csv_without_filename_column(capsys, tmp_path):
+    (tmp_path / "m.csv").write_text("path,label\na.wav,x\n")
+    assert main(["--data", str(tmp_path / "m.csv"), "--out", str(tmp_path / "run")]) == 2
+    err = _one_line_error(capsys)
+    assert "m.csv" in err and "'filename'" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_budget_lists_valid_names(capsys, esc10):
+    assert main(["--budget", "dcase2099", "--data", str(esc10)]) == 2
+    err = _one_line_error(capsys)
+    assert "dcase2099" in err and "dcase2022" in err
+
+
+def test_bad_option_value_is_one_line(capsys, esc10):
+    assert main(["--data", str(esc10), "--trials", "many"]) == 2
+    assert "many" in _one_line_error(capsys)
+
+
+def test_budgets_command(capsys):
+    assert main(["budgets"]) == 0
+    assert "dcase2022: 128,000 INT8 bytes, 30 M MACs per 1 s" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flag", ["--help"])
+def test_help_has_examples(capsys, flag):
+    with pytest.raises(SystemExit) as e:
+        main([flag])
+    assert e.value.code == 0
+    assert "examples:" in capsys.readouterr().out

@@ -1,0 +1,76 @@
+"""End to end on real audio with a tiny budget: search -> rejections -> front -> INT8 export -> report."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import write_subset_manifest
+
+pytestmark = pytest.mark.slow
+
+
+def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return subprocess.run([sys.executable, "-m", "asc_search.cli", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=1200)
+
+
+def _check_run(run: Path, *, max_bytes: int, max_macs: int, expect_classes: int) -> dict:
+    rows = list(csv.DictReader(open(run / "trials.csv")))
+    statuses = [r["status"] for r in rows]
+    assert statuses.count("completed") >= 2
+    rejected = [r for r in rows if r["status"] == "rejected"]
+    assert rejected and all(r["reasons"] for r in rejected)
+    assert all(int(r["macs"]) > max_macs or int(r["int8_bytes"]) > max_bytes or "below 1x1" in r["reasons"]
+               for r in rejected)
+    trained = [r for r in rows if r["status"] == "completed"]
+    assert all(int(r["macs"]) <= max_macs and int(r["int8_bytes"]) <= max_bytes for r in trained)
+    pareto = json.loads((run / "pareto.json").read_text())
+    assert pareto["front"] and pareto["counts"]["rejected"] == len(rejected)
+    front_ids = {r["trial_id"] for r in trained if r["on_front"] == "True"}
+    assert front_ids == {f["trial_id"] for f in pareto["front"]}
+    for f in pareto["front"]:
+        v = json.loads((run / f["validation"]).read_text())
+        assert (run / "models" / f["trial_id"] / "model_int8.tflite").exists()
+        assert v["int8_bytes_tflite"] == v["int8_bytes_genome"] == f["int8_bytes"] <= max_bytes
+        assert abs(v["macs_tflite"] - v["macs_genome"]) <= 0.01 * v["macs_genome"]
+        assert v["int8_float_agreement"] >= 0.8 and v["deployable"] is True
+        assert len((run / "models" / f["trial_id"] / "labels.txt").read_text().split()) == expect_classes
+    assert (run / "pareto.png").stat().st_size > 10_000
+    assert "Pareto front" in (run / "report.md").read_text()
+    assert (run / "config.yaml").exists()
+    return pareto
+
+
+def test_search_on_esc10_with_a_tiny_budget(esc10, tmp_path):
+    run = tmp_path / "esc"
+    p = _run(["--budget", "dcase2022", "--max-macs", "4000000", "--max-int8-bytes", "40000", "--data", str(esc10),
+              "--trials", "3", "--epochs", "3", "--out", str(run), "--max-export", "2"], cwd=tmp_path)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "Pareto front" in p.stdout
+    _check_run(run, max_bytes=40_000, max_macs=4_000_000, expect_classes=10)
+
+
+def test_same_command_on_fsdd_8khz_speech(fsdd, tmp_path):
+    manifest = write_subset_manifest(fsdd, tmp_path / "fsdd" / "metadata.csv", per_class_per_group=12,
+                                     columns=("filename", "label", "speaker", "take", "split"), group_column="split")
+    (manifest.parent / "broken.wav").write_bytes(b"RIFF not really a wave file")
+    with open(manifest, "a") as f:
+        f.write("broken.wav,3,nobody,0,train\n")
+    run = tmp_path / "fsdd-run"
+    p = _run(["--budget", "dcase2022", "--max-macs", "4000000", "--max-int8-bytes", "40000",
+              "--data", str(manifest.parent), "--trials", "3", "--epochs", "3", "--out", str(run),
+              "--max-export", "1"], cwd=tmp_path)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    cfg = (run / "config.yaml").read_text()
+    assert "sample_rate_hz: 8000" in cfg
+    _check_run(run, max_bytes=40_000, max_macs=4_000_000, expect_classes=10)
+    data_report = json.loads((run / "data_report.json").read_text())
+    assert data_report["skipped_files"] == 1 and data_report["skipped"][0]["path"].endswith("broken.wav")
+    assert "broken.wav" in (run / "report.md").read_text()
+    assert "1 skipped file(s)" in p.stdout
