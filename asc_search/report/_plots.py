@@ -39,16 +39,15 @@ def plot_pareto(rows: list[dict], budget: Budget, path: str | Path, *, title: st
         right = max(trained_x + [1e-9]) * 1.08
         if limit is not None:
             right = max(right, limit / scale * 1.6)
-        def clip_x(values):
-            return [min(v, right * 0.985) for v in values]
+        edge = right * 0.985
         ax.scatter(trained_x, [r["best_val_accuracy"] for r in done], s=28, c="tab:blue",
                    alpha=0.7, label=f"trained ({len(done)})", zorder=3)
         if rejected:
             xs = [r[key] / scale for r in rejected]
-            ax.scatter(clip_x(xs), [0.0] * len(rejected), marker="x", c="grey", s=24, alpha=0.7,
+            ax.scatter([min(v, edge) for v in xs], [0.0] * len(rejected), marker="x", c="grey", s=24, alpha=0.7,
                        label=f"rejected before training ({len(rejected)}; beyond the axis at its edge)", zorder=2)
         if failed:
-            ax.scatter(clip_x([r[key] / scale for r in failed]), [0.0] * len(failed), marker="v", c="black", s=28,
+            ax.scatter([min(r[key] / scale, edge) for r in failed], [0.0] * len(failed), marker="v", c="black", s=28,
                        label=f"failed or stopped ({len(failed)})", zorder=2)
         if done:
             idx = pareto_front([(r["best_val_accuracy"], r[key]) for r in done], ("max", "min"))
