@@ -20,7 +20,7 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
                           text=True, timeout=1200)
 
 
-def _check_run(run: Path, *, max_bytes: int, max_macs: int, expect_classes: int) -> dict:
+def _check_run(run: Path, *, max_bytes: int, max_macs: int, expect_classes: int, max_export: int) -> dict:
     rows = list(csv.DictReader(open(run / "trials.csv")))
     statuses = [r["status"] for r in rows]
     assert statuses.count("completed") >= 2
@@ -34,7 +34,9 @@ def _check_run(run: Path, *, max_bytes: int, max_macs: int, expect_classes: int)
     assert pareto["front"] and pareto["counts"]["rejected"] == len(rejected)
     front_ids = {r["trial_id"] for r in trained if r["on_front"] == "True"}
     assert front_ids == {f["trial_id"] for f in pareto["front"]}
-    for f in pareto["front"]:
+    exported = [f for f in pareto["front"] if "validation" in f]
+    assert len(exported) == min(max_export, len(pareto["front"]))
+    for f in exported:
         v = json.loads((run / f["validation"]).read_text())
         assert (run / "models" / f["trial_id"] / "model_int8.tflite").exists()
         assert v["int8_bytes_tflite"] == v["int8_bytes_genome"] == f["int8_bytes"] <= max_bytes
@@ -53,7 +55,7 @@ def test_search_on_esc10_with_a_tiny_budget(esc10, tmp_path):
               "--trials", "3", "--epochs", "3", "--out", str(run), "--max-export", "2"], cwd=tmp_path)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     assert "Pareto front" in p.stdout
-    _check_run(run, max_bytes=40_000, max_macs=4_000_000, expect_classes=10)
+    _check_run(run, max_bytes=40_000, max_macs=4_000_000, expect_classes=10, max_export=2)
 
 
 def test_same_command_on_fsdd_8khz_speech(fsdd, tmp_path):
@@ -69,7 +71,7 @@ def test_same_command_on_fsdd_8khz_speech(fsdd, tmp_path):
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     cfg = (run / "config.yaml").read_text()
     assert "sample_rate_hz: 8000" in cfg
-    _check_run(run, max_bytes=40_000, max_macs=4_000_000, expect_classes=10)
+    _check_run(run, max_bytes=40_000, max_macs=4_000_000, expect_classes=10, max_export=1)
     data_report = json.loads((run / "data_report.json").read_text())
     assert data_report["skipped_files"] == 1 and data_report["skipped"][0]["path"].endswith("broken.wav")
     assert "broken.wav" in (run / "report.md").read_text()

@@ -56,7 +56,7 @@ def write_report(result, budget: Budget) -> dict[str, Path]:
               "INT8/float agreement | deployable |", "|---|---|---|---|---|---|---|---|"]
     for d in front:
         lines.append(
-            f"| {d['trial_id']} | `{d['summary']}` | {d['best_val_accuracy']:.3f} | {d['macs'] / 1e6:.2f} | "
+            f"| {d['trial_id']} | `{_cell(d['summary'])}` | {d['best_val_accuracy']:.3f} | {d['macs'] / 1e6:.2f} | "
             f"{d['int8_bytes']:,} | {_fmt(d.get('int8_accuracy'))} | {_fmt(d.get('int8_float_agreement'))} | "
             f"{d.get('deployable', 'not exported')} |")
     failed = [r for r in result.trials if r["status"] in ("failed", "stopped")]
@@ -65,6 +65,11 @@ def write_report(result, budget: Budget) -> dict[str, Path]:
     lines += ["", "![Pareto front](pareto.png)", ""]
     paths["report.md"] = write_text(run_dir / "report.md", "\n".join(lines))
     return paths
+
+
+def _cell(text: str) -> str:
+    """Escape the pipes of a table cell (GitHub-flavoured Markdown)."""
+    return text.replace("|", "\\|")
 
 
 def _fmt(v) -> str:
