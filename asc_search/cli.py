@@ -86,7 +86,7 @@ def _cmd_search(argv: list[str]) -> int:
         raise UserInputError(f"--data {args.data!r} does not exist; pass a dataset folder or a CSV manifest")
     out = Path(args.out) if args.out else Path("runs") / f"{data.resolve().name}-{args.budget}"
     config = RunConfig(
-        data=data, budget=args.budget, max_int8_bytes=args.max_int8_bytes, max_macs=args.max_macs, out=out,
+        data=data.resolve(), budget=args.budget, max_int8_bytes=args.max_int8_bytes, max_macs=args.max_macs, out=out,
         trials=args.trials, time_budget_s=args.time_budget, seed=args.seed, sampler=args.sampler,
         epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, val_fold=args.val_fold,
         sample_rate_hz=args.sample_rate_hz, address=args.address, cpus_per_trial=args.cpus_per_trial,

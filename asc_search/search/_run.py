@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
+from ray.tune import Callback
 
 from asc_search._errors import AscSearchError, UserInputError
 from asc_search._io import write_json, write_text
@@ -173,6 +174,7 @@ def _search(config: RunConfig, budget: Budget, data: DecodedDataset, run_dir: Pa
                                         num_samples=config.trials, time_budget_s=config.time_budget_s,
                                         reuse_actors=True, trial_dirname_creator=_trial_dirname),
             run_config=tune.RunConfig(name="tune", storage_path=str(run_dir), verbose=0,
+                                      callbacks=[_ProgressCallback(say, config.trials, searcher)],
                                       failure_config=tune.FailureConfig(max_failures=0),
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
         )
@@ -187,6 +189,36 @@ def _search(config: RunConfig, budget: Budget, data: DecodedDataset, run_dir: Pa
             ray.shutdown()
     rows += _rejected_rows(rejections)
     return rows
+
+
+class _ProgressCallback(Callback):
+    """Ray Tune callback: one status line a finished trial (done / total, best accuracy, rejections).
+
+    Args:
+        say: Receives the lines.
+        total: Trials the run trains.
+        searcher: The searcher, for its count of rejected candidates.
+    """
+
+    def __init__(self, say: Callable[[str], None], total: int, searcher: FeasibleOptunaSearch) -> None:
+        self.say, self.total, self.searcher, self.done, self.best = say, total, searcher, 0, 0.0
+
+    def _line(self, trial, verdict: str) -> None:
+        self.done += 1
+        r = trial.last_result or {}
+        acc = r.get("best_val_accuracy")
+        if acc is not None and verdict == "done":
+            self.best = max(self.best, acc)
+        acc_text = f"acc {acc:.3f}" if acc is not None else "no result"
+        self.say(f"trial {self.done}/{self.total} {trial.trial_id} {verdict}: {acc_text}, "
+                 f"{r.get('macs', 0) / 1e6:.2f} M MACs, {r.get('int8_bytes', 0):,} B; "
+                 f"best {self.best:.3f}; {self.searcher.rejected} rejected before training")
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self._line(trial, "done")
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._line(trial, "FAILED")
 
 
 def _trial_dirname(trial) -> str:
