@@ -17,7 +17,7 @@ from asc_search.deploy._export import ExportError, export_int8_tflite
 from asc_search.deploy._validate import run_int8, tflite_complexity
 from asc_search.frontends import FeatureCache
 from asc_search.search_spaces import Genome, build_model
-from asc_search.trainers import Normalisation, classification_metrics, clip_probabilities
+from asc_search.trainers import Normalisation, classification_metrics, clip_probabilities, grouped_accuracy
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +104,8 @@ def export_and_validate(model_pt: Path, data: DecodedDataset, cache: FeatureCach
         "int8_weights": tfl.int8_weights, "int32_biases": tfl.int32_biases,
         "validation_clips": int(len(val)), "validation_patches": int(len(x_val)),
         "float": classification_metrics(y, f_clip), "int8": classification_metrics(y, q_clip),
+        "int8_per_class_accuracy": grouped_accuracy(y, q_clip.argmax(1), [ckpt["class_names"][i] for i in y]),
+        "int8_per_device_accuracy": grouped_accuracy(y, q_clip.argmax(1), [data.devices[i] for i in val]),
         "int8_float_agreement": agreement,
         "int8_float_patch_agreement": float((float_probs.argmax(1) == int8_probs.argmax(1)).mean()),
         "interpreter": "LiteRT (XNNPACK, 1 thread)", "export_s": round(export_s, 2),

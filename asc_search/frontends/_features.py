@@ -11,6 +11,7 @@ import fcntl
 import hashlib
 import json
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from asc_search.data import DecodedDataset, count_patches, pad_to_patches
 from asc_search.frontends._logmel import LogMel, LogMelConfig
 
 log = logging.getLogger(__name__)
+
+EVENTS_FILE = "events.jsonl"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -179,14 +182,45 @@ class FeatureCache:
             try:
                 if feat_path.exists() and off_path.exists():
                     feats = np.load(feat_path, mmap_mode="r")
+                    self._event(key, layout, hit=True, seconds=0.0)
                     return ClipFeatures(features=feats, offsets=np.load(off_path), layout=layout), True
+                t0 = time.perf_counter()
                 cf = compute_clip_features(data, layout)
                 atomic_write(off_path, lambda p: _save_npy(p, cf.offsets))
                 atomic_write(feat_path, lambda p: _save_npy(p, cf.features))
+                self._event(key, layout, hit=False, seconds=time.perf_counter() - t0)
                 log.info("computed features %s (%s)", key, layout.key())
                 return cf, False
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _event(self, key: str, layout: PatchLayout, *, hit: bool, seconds: float) -> None:
+        with open(self.root / EVENTS_FILE, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"key": key, "hit": hit, "seconds": round(seconds, 3), "layout": layout.key(),
+                                "time": time.time()}) + "\n")
+
+    def stats(self) -> dict:
+        """Hit and miss counts of this cache (all processes), per front-end key and in total.
+
+        Returns:
+            ``{"hits": int, "misses": int, "seconds_computing": float, "keys": {key: {"hits", "misses",
+            "layout"}}}``; every key has ``misses == 1`` when each front-end was computed once.
+        """
+        out = {"hits": 0, "misses": 0, "seconds_computing": 0.0, "keys": {}}
+        path = self.root / EVENTS_FILE
+        if not path.exists():
+            return out
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if not line.strip():
+                continue
+            e = json.loads(line)
+            k = out["keys"].setdefault(e["key"], {"hits": 0, "misses": 0, "layout": e["layout"]})
+            field = "hits" if e["hit"] else "misses"
+            k[field] += 1
+            out[field] += 1
+            out["seconds_computing"] += e["seconds"]
+        out["seconds_computing"] = round(out["seconds_computing"], 2)
+        return out
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:

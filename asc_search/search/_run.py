@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 TRIAL_COLUMNS = [
     "trial_id", "status", "reasons", "genome_id", "genome", "summary", "n_mels", "hop_ms", "chunk_s", "params",
     "int8_bytes", "macs", "best_val_accuracy", "best_val_log_loss", "best_val_uar", "best_epoch", "epochs_run",
-    "stop_reason", "on_front", "node_id", "error",
+    "stop_reason", "on_front", "node_id", "error", "feature_cache_hit", "per_device_accuracy",
 ]
 
 
@@ -264,6 +264,8 @@ def _row_from_result(r, data: DecodedDataset) -> dict:
         "best_val_uar": m.get("best_val_uar", ""), "best_epoch": m.get("best_epoch", ""),
         "epochs_run": m.get("epoch", ""), "stop_reason": m.get("stop_reason", ""), "on_front": False,
         "node_id": m.get("node_ip", ""), "error": _error_line(r.error),
+        "feature_cache_hit": m.get("feature_cache_hit", ""),
+        "per_device_accuracy": json.dumps(m.get("val_per_device_accuracy", {})),
         "_checkpoint": r.checkpoint.path if (ok and r.checkpoint) else None,
     }
 

@@ -15,7 +15,7 @@ from asc_search.constraints import count_complexity, patch_layout
 from asc_search.data import DecodedDataset
 from asc_search.frontends import FeatureCache
 from asc_search.search_spaces import Genome, build_model
-from asc_search.trainers import Normalisation, TrainSettings, fit
+from asc_search.trainers import Normalisation, TrainSettings, fit, grouped_accuracy
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,7 +73,10 @@ def train_candidate(config: dict, data: DecodedDataset, settings: TrialSettings)
         reports.append({**row, **static, "feature_cache_hit": hit, "final": False})
 
     result = fit(model, features, data.labels, train, val, norm, train_settings, on_epoch=on_epoch)
+    y_val, pred = data.labels[val], result.val_probs.argmax(1)
     final = {**reports[-1], "final": True, "best_val_accuracy": result.val_metrics["accuracy"],
+             "val_per_device_accuracy": grouped_accuracy(y_val, pred, [data.devices[i] for i in val]),
+             "val_per_class_accuracy": grouped_accuracy(y_val, pred, [data.class_names[i] for i in y_val]),
              "best_val_log_loss": result.val_metrics["log_loss"], "best_val_uar": result.val_metrics["uar"],
              "best_epoch": result.best_epoch, "stop_reason": result.stop_reason}
     with tempfile.TemporaryDirectory() as tmp:

@@ -38,3 +38,22 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict[str, f
         "log_loss": float(log_loss(y_true, p, labels=np.arange(probs.shape[1]))),
         "uar": float(balanced_accuracy_score(y_true, y_pred)),
     }
+
+
+def grouped_accuracy(y_true: np.ndarray, y_pred: np.ndarray, groups: list[str] | np.ndarray) -> dict[str, float]:
+    """Accuracy within each group (a device, a class name ...), sorted by group name.
+
+    Args:
+        y_true: Class indices, shape ``(n,)``.
+        y_pred: Predicted class indices, shape ``(n,)``.
+        groups: Group label per item, length ``n``; empty labels are left out.
+
+    Returns:
+        ``{group: accuracy}``.
+    """
+    g = np.asarray(groups, dtype=object)
+    out = {}
+    for name in sorted({str(x) for x in g if str(x)}):
+        m = g == name
+        out[name] = float(accuracy_score(y_true[m], y_pred[m]))
+    return out
