@@ -1,6 +1,7 @@
 """The ``asc-search`` command line.
 
-Commands: ``search`` (the default: ``asc-search --budget dcase2022 --data DIR``) and ``budgets``.
+Commands: ``search`` (the default: ``asc-search --budget dcase2022 --data DIR``), ``data check DIR`` and
+``budgets``.
 Exit codes: 0 success, 1 run failure, 2 usage error (one line naming the bad value and the fix).
 """
 
@@ -15,13 +16,14 @@ from pathlib import Path
 
 from asc_search._errors import AscSearchError, UserInputError
 
-COMMANDS = ("search", "budgets")
+COMMANDS = ("search", "data", "budgets")
 
 EXAMPLES = """examples:
   asc-search --budget dcase2022 --data ../shared/data/esc10-dev --trials 16 --out runs/esc10
   asc-search --budget dcase2022 --data ../shared/data/fsdd --trials 16 --out runs/fsdd
   asc-search --budget dcase2022 --max-int8-bytes 20000 --data my_manifest.csv
   asc-search budgets
+  asc-search data check ../shared/data/esc10-dev
 """
 
 
@@ -65,6 +67,23 @@ def _setup_logging(verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def _cmd_data(argv: list[str]) -> int:
+    p = _Parser(prog="asc-search data", description="Inspect a dataset without training.",
+                epilog="examples:\n  asc-search data check ../shared/data/esc10-dev\n"
+                       "  asc-search data check TAU-urban-acoustic-scenes-2022-mobile-development/",
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("action", choices=["check"], help="check: print clips, classes, splits, devices, durations, "
+                   "sample rates and unreadable files")
+    p.add_argument("data", help="dataset folder or CSV manifest")
+    p.add_argument("--val-fold", default=None)
+    args = p.parse_args(argv)
+    _setup_logging(False)
+    from asc_search.data import check_dataset, format_check
+
+    print(format_check(check_dataset(args.data, val_fold=args.val_fold)))
+    return 0
 
 
 def _cmd_budgets() -> int:
@@ -127,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if argv and argv[0] == "budgets":
             return _cmd_budgets()
+        if argv and argv[0] == "data":
+            return _cmd_data(argv[1:])
         if argv and argv[0] == "search":
             argv = argv[1:]
         return _cmd_search(argv)

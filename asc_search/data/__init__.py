@@ -1,4 +1,4 @@
-"""Datasets: manifests (CSV, folder per class), decoding, resampling and splits."""
+"""Datasets: layouts (TAU22, ESC-50, CSV manifest, folder per class), checks, decoding, resampling, splits."""
 
 from asc_search.data._audio import (
     DecodedDataset,
@@ -8,16 +8,21 @@ from asc_search.data._audio import (
     native_sample_rate_hz,
     pad_to_patches,
 )
-from asc_search.data._manifest import ClipRecord, Manifest, load_manifest
+from asc_search.data._check import check_dataset, format_check
+from asc_search.data._manifest import ClipRecord, LeftOutClip, Manifest, load_manifest, tau22_device_city
 
 __all__ = [
     "ClipRecord",
     "DecodedDataset",
+    "LeftOutClip",
     "Manifest",
     "SkippedFile",
+    "check_dataset",
     "count_patches",
     "decode_dataset",
+    "format_check",
     "load_manifest",
     "native_sample_rate_hz",
     "pad_to_patches",
+    "tau22_device_city",
 ]

@@ -42,6 +42,7 @@ class DecodedDataset:
         sample_rate_hz: Sample rate of every waveform.
         skipped: Files left out, with reasons.
         native_rates_hz: Count of files per native sample rate.
+        cities: City per clip ("" when unknown); empty when built without cities.
     """
 
     waveforms: list[np.ndarray]
@@ -53,6 +54,7 @@ class DecodedDataset:
     sample_rate_hz: int
     skipped: list[SkippedFile] = field(default_factory=list)
     native_rates_hz: dict[int, int] = field(default_factory=dict)
+    cities: list[str] = field(default_factory=list)
 
     @property
     def n_classes(self) -> int:
@@ -123,7 +125,7 @@ def decode_dataset(manifest: Manifest, *, sample_rate_hz: int) -> DecodedDataset
     if sample_rate_hz <= 0:
         raise UserInputError(f"sample_rate_hz must be > 0, got {sample_rate_hz}")
     class_index = {c: i for i, c in enumerate(manifest.class_names)}
-    waves, labels, is_val, devices, paths = [], [], [], [], []
+    waves, labels, is_val, devices, cities, paths = [], [], [], [], [], []
     skipped: list[SkippedFile] = []
     native: Counter = Counter()
     for clip in manifest.clips:
@@ -147,6 +149,7 @@ def decode_dataset(manifest: Manifest, *, sample_rate_hz: int) -> DecodedDataset
         labels.append(class_index[clip.label])
         is_val.append(clip.is_validation)
         devices.append(clip.device)
+        cities.append(clip.city)
         paths.append(str(clip.path))
     for s in skipped:
         log.warning("skipped %s: %s", s.path, s.reason)
@@ -158,7 +161,7 @@ def decode_dataset(manifest: Manifest, *, sample_rate_hz: int) -> DecodedDataset
     return DecodedDataset(
         waveforms=waves, labels=np.asarray(labels, dtype=np.int64), is_validation=is_val_arr, devices=devices,
         paths=paths, class_names=manifest.class_names, sample_rate_hz=int(sample_rate_hz), skipped=skipped,
-        native_rates_hz=dict(native),
+        native_rates_hz=dict(native), cities=cities,
     )
 
 
