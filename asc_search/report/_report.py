@@ -50,6 +50,8 @@ def write_report(result, budget: Budget) -> dict[str, Path]:
     ds = result.data_summary
     lines += [f"- clips: {ds.get('clips')} (train {ds.get('train_clips')}, validation {ds.get('validation_clips')})",
               f"- classes: {len(ds.get('classes', []))}; sample rate {ds.get('sample_rate_hz')} Hz",
+              f"- split: {ds.get('split_rule', '')}; layout {ds.get('layout', '')}; "
+              f"clips left out by the layout: {ds.get('left_out_clips', 0)}",
               f"- skipped files: {ds.get('skipped_files', 0)}"]
     lines += [f"  - `{s['path']}`: {s['reason']}" for s in ds.get("skipped", [])]
     lines += ["", "## Candidates", "", "| status | count |", "|---|---|"]

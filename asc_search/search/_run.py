@@ -64,14 +64,22 @@ def resolve_budget(config: RunConfig) -> Budget:
     return budget
 
 
-def prepare_data(config: RunConfig) -> DecodedDataset:
-    """Read the manifest and decode every clip once at the run's sample rate."""
+def prepare_data(config: RunConfig) -> tuple[DecodedDataset, dict]:
+    """Read the manifest and decode every clip once at the run's sample rate.
+
+    Returns:
+        The decoded data and the data report (``data_report.json``): counts, split rule, layout, clips the
+        layout left out, skipped files with reasons.
+    """
     manifest = load_manifest(config.data, val_fold=config.val_fold, seed=config.seed)
     rate = config.sample_rate_hz or native_sample_rate_hz(manifest)
     data = decode_dataset(manifest, sample_rate_hz=rate)
     log.info("data: %d clips (%d skipped), %d classes, %d Hz, split: %s", len(data.waveforms), len(data.skipped),
              data.n_classes, rate, manifest.split_rule)
-    return data
+    ms = manifest.summary()
+    report = {**data.summary(), "source": ms["source"], "layout": ms.get("layout", ""),
+              "split_rule": manifest.split_rule, "left_out_clips": ms.get("left_out_clips", 0)}
+    return data, report
 
 
 def _make_sampler(name: str, seed: int):
@@ -124,20 +132,20 @@ def run_search(config: RunConfig, *, on_progress: Callable[[str], None] | None =
     run_dir = Path(config.out).expanduser().resolve()
     if (run_dir / "trials.csv").exists() or (run_dir / "tune").exists():
         raise UserInputError(f"--out {run_dir} already holds a run; choose a new --out or delete it")
-    data = prepare_data(config)
+    data, data_report = prepare_data(config)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text(run_dir / "config.yaml", yaml.safe_dump({
         "run": config.to_dict(), "budget": budget.__dict__, "sample_rate_hz": data.sample_rate_hz,
         "classes": list(data.class_names), "search_space": SpaceOptions().__dict__,
         "objectives": dict(zip(OBJECTIVES, MODES, strict=True)),
     }, sort_keys=False))
-    write_json(run_dir / "data_report.json", data.summary())
+    write_json(run_dir / "data_report.json", data_report)
     say(f"data: {len(data.waveforms)} clips, {data.n_classes} classes, {data.sample_rate_hz} Hz, "
         f"{len(data.skipped)} skipped file(s); budget {budget.describe()}")
     rows = _search(config, budget, data, run_dir, say)
     front = _finish_front(rows)
     _write_trials(run_dir, rows)
-    result = RunResult(run_dir=run_dir, trials=rows, front=front, data_summary=data.summary())
+    result = RunResult(run_dir=run_dir, trials=rows, front=front, data_summary=data_report)
     from asc_search.deploy._bundle import export_front
 
     result.exported = export_front(run_dir, front, data, budget, max_export=config.max_export, say=say)
