@@ -76,3 +76,24 @@ def test_same_command_on_fsdd_8khz_speech(fsdd, tmp_path):
     assert data_report["skipped_files"] == 1 and data_report["skipped"][0]["path"].endswith("broken.wav")
     assert "broken.wav" in (run / "report.md").read_text()
     assert "1 skipped file(s)" in p.stdout
+
+
+def test_tau22_layout_run_reports_per_device_accuracy(esc10, tmp_path):
+    from tests.data.tau22_fixture import build_tau22_fixture
+
+    root = build_tau22_fixture(tmp_path / "TAU-urban-acoustic-scenes-2022-mobile-development", esc10)
+    run = tmp_path / "tau-run"
+    p = _run(["--budget", "dcase2022", "--data", str(root), "--trials", "2", "--epochs", "3", "--out", str(run),
+              "--max-export", "1"], cwd=tmp_path)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    data_report = json.loads((run / "data_report.json").read_text())
+    assert data_report["layout"] == "tau22" and data_report["left_out_clips"] > 0
+    pareto = json.loads((run / "pareto.json").read_text())
+    exported = [f for f in pareto["front"] if "validation" in f]
+    v = json.loads((run / exported[0]["validation"]).read_text())
+    assert {"a", "b", "c", "s1", "s2"} <= set(v["int8_per_device_accuracy"])
+    report = (run / "report.md").read_text()
+    assert "Per-device accuracy" in report and "| s1 |" in report
+    rows = list(csv.DictReader(open(run / "trials.csv")))
+    done = [r for r in rows if r["status"] == "completed"]
+    assert all(set(json.loads(r["per_device_accuracy"])) >= {"a", "s1"} for r in done)
