@@ -49,7 +49,12 @@ def _search_parser() -> argparse.ArgumentParser:
     p.add_argument("--patience", type=int, default=6, help="early-stopping patience (epochs)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--val-fold", default=None, help="validation fold of a CSV with a fold column (default: highest)")
-    p.add_argument("--sample-rate-hz", type=int, default=None, help="front-end sample rate (default: native)")
+    p.add_argument("--frontends", default="logmel", help="front-end kinds to search, comma-separated: "
+                   "logmel,gammatone,cqt (default: logmel)")
+    p.add_argument("--sample-rates-hz", default="", help="sample rates to search (Hz, comma-separated, each <= the "
+                   "data's native rate; e.g. 8000,16000); default: the native rate")
+    p.add_argument("--chunks-s", default="0.5,1", help="patch lengths to search (s, comma-separated; default 0.5,1)")
+    p.add_argument("--deltas", default="0", help="delta-channel orders to search: 0, 1, 2 (comma-separated)")
     p.add_argument("--address", default=None, help="join a Ray cluster: auto or HOST:PORT (default: local Ray)")
     p.add_argument("--cpus-per-trial", type=float, default=1.0)
     p.add_argument("--max-concurrent", type=int, default=None)
@@ -98,7 +103,7 @@ def _cmd_search(argv: list[str]) -> int:
     args = _search_parser().parse_args(argv)
     _setup_logging(args.verbose)
     from asc_search.config import RunConfig
-    from asc_search.search import resolve_budget, run_search
+    from asc_search.search import resolve_budget, run_search, space_options
 
     data = Path(args.data).expanduser()
     if not data.exists():
@@ -108,13 +113,24 @@ def _cmd_search(argv: list[str]) -> int:
         data=data.resolve(), budget=args.budget, max_int8_bytes=args.max_int8_bytes, max_macs=args.max_macs, out=out,
         trials=args.trials, time_budget_s=args.time_budget, seed=args.seed, sampler=args.sampler,
         epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, val_fold=args.val_fold,
-        sample_rate_hz=args.sample_rate_hz, address=args.address, cpus_per_trial=args.cpus_per_trial,
+        frontends=_csv(args.frontends, str, "--frontends"), sample_rates_hz=_csv(args.sample_rates_hz, int,
+                                                                                   "--sample-rates-hz"),
+        chunks_s=_csv(args.chunks_s, float, "--chunks-s"), deltas=_csv(args.deltas, int, "--deltas"),
+        address=args.address, cpus_per_trial=args.cpus_per_trial,
         max_concurrent=args.max_concurrent, max_export=args.max_export,
     )
     resolve_budget(config)  # unknown budget: usage error before anything starts
+    space_options(config)  # bad space choices: usage error before anything starts
     result = run_search(config, on_progress=lambda msg: print(f"asc-search: {msg}", flush=True))
     _print_front(result)
     return 0
+
+
+def _csv(text: str, kind, flag: str) -> tuple:
+    try:
+        return tuple(kind(v.strip()) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise UserInputError(f"{flag} {text!r} is not a comma-separated list of {kind.__name__} values") from None
 
 
 def _print_front(result) -> None:

@@ -28,7 +28,11 @@ class RunConfig:
         patience: Early-stopping patience (epochs).
         batch_size: Patches per step.
         val_fold: Validation fold of a CSV with a ``fold`` column (default: the highest).
-        sample_rate_hz: Front-end sample rate (Hz); None: the data's most common native rate.
+        frontends: Front-end kinds the search may pick (``logmel``, ``gammatone``, ``cqt``).
+        sample_rates_hz: Sample rates the search may pick (Hz), each at most the data's native rate;
+            empty: the data's most common native rate.
+        chunks_s: Patch lengths the search may pick (s).
+        deltas: Delta-channel orders the search may pick (0, 1, 2).
         address: Ray cluster address (``auto`` or ``HOST:PORT``); None starts a local instance.
         cpus_per_trial: CPUs reserved per trial.
         max_concurrent: Trials running at once; None: as many as the CPUs allow.
@@ -48,7 +52,10 @@ class RunConfig:
     patience: int = 6
     batch_size: int = 64
     val_fold: str | None = None
-    sample_rate_hz: int | None = None
+    frontends: tuple[str, ...] = ("logmel",)
+    sample_rates_hz: tuple[int, ...] = ()
+    chunks_s: tuple[float, ...] = (0.5, 1.0)
+    deltas: tuple[int, ...] = (0,)
     address: str | None = None
     cpus_per_trial: float = 1.0
     max_concurrent: int | None = None
@@ -70,4 +77,5 @@ class RunConfig:
 
     def to_dict(self) -> dict:
         """YAML-ready dict (paths as strings)."""
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+        return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
+                for k, v in asdict(self).items()}

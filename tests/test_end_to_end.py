@@ -69,8 +69,10 @@ def test_same_command_on_fsdd_8khz_speech(fsdd, tmp_path):
               "--data", str(manifest.parent), "--trials", "3", "--epochs", "3", "--out", str(run),
               "--max-export", "1"], cwd=tmp_path)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    cfg = (run / "config.yaml").read_text()
-    assert "sample_rate_hz: 8000" in cfg
+    import yaml
+
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    assert cfg["sample_rates_hz"] == [8000] == cfg["search_space"]["sample_rates_hz"]
     _check_run(run, max_bytes=40_000, max_macs=4_000_000, expect_classes=10, max_export=1)
     data_report = json.loads((run / "data_report.json").read_text())
     assert data_report["skipped_files"] == 1 and data_report["skipped"][0]["path"].endswith("broken.wav")
@@ -97,3 +99,22 @@ def test_tau22_layout_run_reports_per_device_accuracy(esc10, tmp_path):
     rows = list(csv.DictReader(open(run / "trials.csv")))
     done = [r for r in rows if r["status"] == "completed"]
     assert all(set(json.loads(r["per_device_accuracy"])) >= {"a", "s1"} for r in done)
+
+
+def test_three_front_ends_and_two_rates_compute_each_front_end_once(esc10, tmp_path):
+    run = tmp_path / "multi"
+    p = _run(["--budget", "dcase2022", "--data", str(esc10), "--frontends", "logmel,gammatone,cqt",
+              "--sample-rates-hz", "8000,16000", "--chunks-s", "1", "--deltas", "0,2", "--trials", "6",
+              "--epochs", "1", "--out", str(run), "--max-export", "1"], cwd=tmp_path)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    rows = [r for r in csv.DictReader(open(run / "trials.csv")) if r["status"] == "completed"]
+    static = {(r["kind"], r["sample_rate_hz"], r["n_bins"], r["hop_ms"], r["chunk_s"]) for r in rows}
+    events = [json.loads(line) for line in (run / "cache" / "events.jsonl").read_text().splitlines()]
+    misses = [e["key"] for e in events if not e["hit"]]
+    assert len(misses) == len(set(misses)) == len(static)  # each distinct front-end computed exactly once
+    assert sum(e["hit"] for e in events) == len(events) - len(misses) >= 1
+    pareto = json.loads((run / "pareto.json").read_text())
+    assert pareto["feature_cache"]["misses"] == len(static)
+    assert f"distinct front-ends computed (misses): {len(static)}" in (run / "report.md").read_text()
+    cfg = (run / "config.yaml").read_text()
+    assert "cqt" in cfg and "gammatone" in cfg

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from asc_search.frontends import LogMelConfig, PatchLayout
+from asc_search._errors import UserInputError
+from asc_search.frontends import PatchLayout
 from asc_search.search_spaces._genome import Genome
 
 
@@ -30,7 +31,7 @@ class Complexity:
         macs_per_patch: MACs of one forward pass on one patch.
         patches_per_second: Patches needed to classify 1 s of audio.
         macs: MACs to classify 1 s of audio (``macs_per_patch * patches_per_second``).
-        input_shape: Model input ``(1, n_mels, frames)``.
+        input_shape: Model input ``(channels, n_bins, frames)``.
         buildable: False when a layer's feature map would shrink below 1×1.
         reason: Why it is not buildable ("" otherwise).
     """
@@ -51,32 +52,38 @@ class Complexity:
         return asdict(self)
 
 
-def patch_layout(genome: Genome, sample_rate_hz: int) -> PatchLayout:
-    """The front-end and patch layout of ``genome`` at ``sample_rate_hz``."""
-    fe = genome.frontend
-    return PatchLayout(
-        frontend=LogMelConfig(sample_rate_hz=sample_rate_hz, n_mels=fe.n_mels, win_ms=fe.win_ms, hop_ms=fe.hop_ms),
-        chunk_s=fe.chunk_s,
-    )
+def patch_layout(genome: Genome) -> PatchLayout:
+    """The front-end and patch layout of ``genome``.
+
+    Raises:
+        UserInputError: The front-end genes are invalid, or a patch is shorter than one frame.
+    """
+    layout = PatchLayout(frontend=genome.frontend.config(), chunk_s=genome.frontend.chunk_s)
+    layout.patch_frames  # noqa: B018 - raises when a patch is shorter than one frame
+    return layout
 
 
-def count_complexity(genome: Genome, *, n_classes: int, sample_rate_hz: int) -> Complexity:
+def count_complexity(genome: Genome, *, n_classes: int) -> Complexity:
     """Count parameters, INT8 bytes and MACs of ``genome`` analytically (no model is built).
 
     Args:
         genome: The candidate.
         n_classes: Output classes.
-        sample_rate_hz: Sample rate the front-end runs at (Hz).
 
     Returns:
-        The complexity; ``buildable`` is False (and counts cover the layers before the failure)
-        when pooling shrinks a feature map below 1×1.
+        The complexity; ``buildable`` is False (with the reason) when the front-end genes are invalid
+        (e.g. CQT bins above Nyquist, a CQT kernel longer than the patch) or pooling shrinks a feature
+        map below 1×1; counts then cover what could be counted.
     """
-    layout = patch_layout(genome, sample_rate_hz)
-    h, w = genome.frontend.n_mels, layout.patch_frames
-    input_shape = (1, h, w)
+    try:
+        layout = patch_layout(genome)
+    except UserInputError as exc:
+        return Complexity(params=0, weight_params=0, bias_params=0, int8_bytes=0, macs_per_patch=0,
+                          patches_per_second=0, macs=0, input_shape=(0, 0, 0), buildable=False,
+                          reason=f"front-end: {exc}")
+    c_in, h, w = layout.input_shape
+    input_shape = (c_in, h, w)
     weights = biases = macs = 0
-    c_in = 1
     reason = ""
     for i, s in enumerate(genome.stages):
         weights += s.width * c_in * s.kernel * s.kernel

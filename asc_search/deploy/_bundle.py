@@ -42,7 +42,8 @@ def choose_exports(front: list[dict], max_export: int) -> list[dict]:
     return sorted(picks.values(), key=lambda r: r["macs"])
 
 
-def export_and_validate(model_pt: Path, data: DecodedDataset, cache: FeatureCache, budget: Budget) -> dict:
+def export_and_validate(model_pt: Path, data_by_rate: dict[int, DecodedDataset], cache: FeatureCache,
+                        budget: Budget) -> dict:
     """Export one trained candidate to INT8 TFLite beside ``model_pt`` and validate it.
 
     Validation: weight bytes and MACs counted on the .tflite graph against the genome's; clip-level
@@ -58,11 +59,12 @@ def export_and_validate(model_pt: Path, data: DecodedDataset, cache: FeatureCach
     """
     ckpt = torch.load(model_pt, map_location="cpu", weights_only=True)
     genome = Genome.from_dict(ckpt["genome"])
-    norm = Normalisation(**ckpt["normalisation"])
+    norm = Normalisation.from_dict(ckpt["normalisation"])
     model = build_model(genome, ckpt["n_classes"])
     model.load_state_dict(ckpt["state_dict"])
     model.eval()
-    layout = patch_layout(genome, data.sample_rate_hz)
+    data = data_by_rate[genome.frontend.sample_rate_hz]
+    layout = patch_layout(genome)
     features, _ = cache.get(data, layout)
     train = np.flatnonzero(~data.is_validation)
     val = np.flatnonzero(data.is_validation)
@@ -83,7 +85,7 @@ def export_and_validate(model_pt: Path, data: DecodedDataset, cache: FeatureCach
     y = data.labels[val]
     f_clip = clip_probabilities(float_probs, owner, len(val))
     q_clip = clip_probabilities(int8_probs, owner, len(val))
-    genome_c = count_complexity(genome, n_classes=ckpt["n_classes"], sample_rate_hz=data.sample_rate_hz)
+    genome_c = count_complexity(genome, n_classes=ckpt["n_classes"])
     tfl = tflite_complexity(tflite_path)
     macs_tflite = tfl.macs_per_patch * genome_c.patches_per_second
     limits = []
@@ -116,8 +118,8 @@ def export_and_validate(model_pt: Path, data: DecodedDataset, cache: FeatureCach
     write_json(out_dir / "frontend.json", {**layout.key(), "patch_frames": layout.patch_frames,
                                            "patch_hop_frames": layout.patch_hop_frames,
                                            "normalisation": ckpt["normalisation"],
-                                           "model_input": "int8 [1, n_mels, patch_frames, 1] = "
-                                                          "quantise((log-mel dB - mean_db) / std_db)"})
+                                           "model_input": "int8 [1, n_bins, patch_frames, 1 + deltas] = quantise("
+                                                          "(features with deltas - mean_db[c]) / std_db[c])"})
     return report
 
 
@@ -126,7 +128,8 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def export_front(run_dir: Path, front: list[dict], data: DecodedDataset, budget: Budget, *, max_export: int,
+def export_front(run_dir: Path, front: list[dict], data_by_rate: dict[int, DecodedDataset], budget: Budget, *,
+                 max_export: int,
                  say: Callable[[str], None]) -> list[dict]:
     """Export and validate the chosen front members into ``run_dir/models/<trial_id>/``.
 
@@ -142,7 +145,7 @@ def export_front(run_dir: Path, front: list[dict], data: DecodedDataset, budget:
         say(f"export {k}/{len(picks)}: {row['trial_id']} ({row['summary']})")
         try:
             model_pt = copy_checkpoint(row, dest)
-            v = export_and_validate(model_pt, data, cache, budget)
+            v = export_and_validate(model_pt, data_by_rate, cache, budget)
         except ExportError as exc:
             log.error("export of %s failed: %s", row["trial_id"], exc)
             v = {"trial_id": row["trial_id"], "error": str(exc), "deployable": False}

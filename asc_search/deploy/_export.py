@@ -68,14 +68,14 @@ def export_int8_tflite(model: nn.Module, calibration: np.ndarray, out_path: str 
     """Export ``model`` to a full-integer INT8 TFLite file.
 
     Args:
-        model: ``(batch, 1, n_mels, frames) -> (batch, n_classes)``; exported in eval mode (batch-norm
+        model: ``(batch, channels, n_bins, frames) -> (batch, n_classes)``; exported in eval mode (batch-norm
             folded by the exporters).
-        calibration: Representative dataset, shape ``(n, 1, n_mels, frames)`` float32, normalised
+        calibration: Representative dataset, shape ``(n, channels, n_bins, frames)`` float32, normalised
             exactly as the model's inputs (take it from the training split).
         out_path: Destination ``.tflite`` (written atomically).
 
     Returns:
-        ``out_path``. The file's input is int8 ``[1, n_mels, frames, 1]`` (NHWC), its output int8
+        ``out_path``. The file's input is int8 ``[1, n_bins, frames, channels]`` (NHWC), its output int8
         ``[1, n_classes]`` logits.
 
     Raises:
@@ -99,22 +99,31 @@ def export_int8_tflite(model: nn.Module, calibration: np.ndarray, out_path: str 
         except Exception as exc:  # noqa: BLE001 - surface the exporter's message
             raise ExportError(f"ONNX export failed: {type(exc).__name__}: {exc}") from exc
         calib_path = tmp_path / "calib_nhwc.npy"
-        np.save(calib_path, calibration.transpose(0, 2, 3, 1).astype(np.float32))
+        nhwc = calibration.transpose(0, 2, 3, 1).astype(np.float32)
+        np.save(calib_path, nhwc)
+        channels = calibration.shape[1]
+        mean, std = np.zeros((1, 1, 1, channels)), np.ones((1, 1, 1, channels))
         out_dir = tmp_path / "tf"
         log_path = tmp_path / "onnx2tf.log"
+        # onnx2tf treats a 3-channel input as an image and fetches sample images from the internet for its
+        # self-check unless a file of that name is in the working directory: give it our calibration data.
+        np.save(tmp_path / "calibration_image_sample_data_20x128x128x3_float32.npy", np.resize(nhwc, (20,) + nhwc.shape[1:]))
+        cwd = os.getcwd()
         try:
+            os.chdir(tmp_path)
             with _redirect_fds(log_path):
                 onnx2tf.convert(
                     input_onnx_file_path=str(onnx_path), output_folder_path=str(out_dir),
                     output_integer_quantized_tflite=True, quant_type="per-channel",
-                    custom_input_op_name_np_data_path=[["input", str(calib_path), np.zeros((1, 1, 1, 1)),
-                                                        np.ones((1, 1, 1, 1))]],
+                    custom_input_op_name_np_data_path=[["input", str(calib_path), mean, std]],
                     input_quant_dtype="int8", output_quant_dtype="int8", non_verbose=True,
                 )
         except BaseException as exc:  # onnx2tf calls sys.exit on some failures
             if isinstance(exc, KeyboardInterrupt):
                 raise
             raise ExportError(f"onnx2tf failed: {type(exc).__name__}: {exc}; {_tail(log_path)}") from exc
+        finally:
+            os.chdir(cwd)
         produced = sorted(out_dir.glob("*_full_integer_quant.tflite"))
         if not produced:
             raise ExportError(f"onnx2tf wrote no *_full_integer_quant.tflite; output: {_tail(log_path)}")

@@ -1,6 +1,43 @@
-"""Front-ends: log-mel (nnAudio) with log compression; patches (chunking) and the feature cache."""
+"""Front-ends: log-mel, gammatone and CQT (nnAudio), deltas, the DeepSpectrumLite colour-map image; patches
+(chunking) and the feature cache."""
 
-from asc_search.frontends._features import ClipFeatures, FeatureCache, PatchLayout, compute_clip_features
-from asc_search.frontends._logmel import LogMel, LogMelConfig
+from asc_search.frontends._features import (
+    ClipFeatures,
+    FeatureCache,
+    PatchLayout,
+    add_deltas,
+    compute_clip_features,
+)
+from asc_search.frontends._image import ColourMapImage, spectrogram_to_image
+from asc_search.frontends._registry import (
+    CQTFrontend,
+    Deltas,
+    Frontend,
+    FrontendConfig,
+    GammatoneFrontend,
+    LogMelFrontend,
+    build_frontend,
+    compute_deltas,
+    list_frontends,
+    register_frontend,
+)
 
-__all__ = ["ClipFeatures", "FeatureCache", "LogMel", "LogMelConfig", "PatchLayout", "compute_clip_features"]
+__all__ = [
+    "CQTFrontend",
+    "ClipFeatures",
+    "ColourMapImage",
+    "Deltas",
+    "FeatureCache",
+    "Frontend",
+    "FrontendConfig",
+    "GammatoneFrontend",
+    "LogMelFrontend",
+    "PatchLayout",
+    "add_deltas",
+    "build_frontend",
+    "compute_clip_features",
+    "compute_deltas",
+    "list_frontends",
+    "register_frontend",
+    "spectrogram_to_image",
+]

@@ -1,8 +1,9 @@
 """Clip features for training and evaluation, computed once per front-end and cached on disk.
 
 A clip is zero-padded so that patches of ``chunk_s`` with 50 % overlap (rounded to whole frames) cover
-it; its log-mel is computed once; a patch is a crop of ``patch_frames`` frames, which equals the log-mel
-of the patch's own audio because frames are not centred.
+it; its static spectrogram is computed once; a patch is a crop of ``patch_frames`` frames, which equals
+the spectrogram of the patch's own audio because frames are not centred. Delta channels are added per
+patch (``add_deltas``), as the device does.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ import torch
 from asc_search._errors import UserInputError
 from asc_search._io import atomic_write
 from asc_search.data import DecodedDataset, count_patches, pad_to_patches
-from asc_search.frontends._logmel import LogMel, LogMelConfig
+from asc_search.frontends._registry import FrontendConfig, build_frontend, compute_deltas
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +34,11 @@ class PatchLayout:
     """How a clip is cut into model inputs (patches).
 
     Args:
-        frontend: Log-mel parameters.
+        frontend: Front-end parameters.
         chunk_s: Patch length (s).
     """
 
-    frontend: LogMelConfig
+    frontend: FrontendConfig
     chunk_s: float
 
     @property
@@ -65,9 +66,16 @@ class PatchLayout:
         return count_patches(self.frontend.sample_rate_hz, chunk_samples=self.chunk_samples,
                              patch_hop_samples=self.patch_hop_samples)
 
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """Model input ``(channels, n_bins, patch_frames)``."""
+        return (self.frontend.channels, self.frontend.n_bins, self.patch_frames)
+
     def key(self) -> dict:
-        """JSON-ready description (cache key, reports)."""
-        return {"frontend": self.frontend.to_dict(), "chunk_s": self.chunk_s}
+        """JSON-ready description of the static features (cache key, reports): deltas are left out, since
+        they are added per patch and do not change what is cached."""
+        static = replace(self.frontend, deltas=0)
+        return {"frontend": static.to_dict(), "chunk_s": self.chunk_s}
 
 
 @dataclass(kw_only=True)
@@ -75,7 +83,7 @@ class ClipFeatures:
     """Log-mel of every clip, concatenated along time.
 
     Args:
-        features: Shape ``(n_mels, total_frames)``, float16, dB.
+        features: Shape ``(n_bins, total_frames)``, float16, dB (static features).
         offsets: Start frame of each clip, shape ``(n_clips + 1,)`` (the last entry is ``total_frames``).
         layout: How patches are cut.
     """
@@ -85,7 +93,7 @@ class ClipFeatures:
     layout: PatchLayout
 
     def clip(self, i: int) -> np.ndarray:
-        """Features of clip ``i``, shape ``(n_mels, frames_i)``."""
+        """Features of clip ``i``, shape ``(n_bins, frames_i)``."""
         return self.features[:, self.offsets[i]:self.offsets[i + 1]]
 
     def patch_starts(self, i: int) -> np.ndarray:
@@ -95,10 +103,10 @@ class ClipFeatures:
         return np.arange(0, last + 1, self.layout.patch_hop_frames)
 
     def patches(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Evaluation patches of the clips ``indices``.
+        """Evaluation patches (static channel) of the clips ``indices``.
 
         Returns:
-            ``(x, owner)``: ``x`` of shape ``(n_patches, 1, n_mels, patch_frames)`` float32 and
+            ``(x, owner)``: ``x`` of shape ``(n_patches, 1, n_bins, patch_frames)`` float32 and
             ``owner`` of shape ``(n_patches,)``: the position in ``indices`` each patch belongs to.
         """
         xs, owner = [], []
@@ -112,8 +120,24 @@ class ClipFeatures:
         return x, np.asarray(owner, dtype=np.int64)
 
 
+def add_deltas(x: np.ndarray, order: int) -> np.ndarray:
+    """Stack delta (and delta-delta) channels onto static patches.
+
+    Args:
+        x: Static patches, shape ``(n, 1, n_bins, frames)``.
+        order: 0 (returned as is), 1 or 2.
+
+    Returns:
+        Shape ``(n, 1 + order, n_bins, frames)`` float32.
+    """
+    if order == 0:
+        return np.asarray(x, dtype=np.float32)
+    with torch.inference_mode():
+        return compute_deltas(torch.from_numpy(np.asarray(x, dtype=np.float32)), order).numpy()
+
+
 def compute_clip_features(data: DecodedDataset, layout: PatchLayout, *, batch_clips: int = 32) -> ClipFeatures:
-    """Compute the log-mel of every (padded) clip.
+    """Compute the static spectrogram of every (padded) clip with the layout's front-end.
 
     Args:
         data: Decoded clips; ``data.sample_rate_hz`` must equal the front-end's.
@@ -127,7 +151,7 @@ def compute_clip_features(data: DecodedDataset, layout: PatchLayout, *, batch_cl
         raise UserInputError(
             f"front-end expects {layout.frontend.sample_rate_hz} Hz, data is at {data.sample_rate_hz} Hz"
         )
-    frontend = LogMel(layout.frontend).eval()
+    frontend = build_frontend(replace(layout.frontend, deltas=0)).eval()
     padded = [pad_to_patches(w, chunk_samples=layout.chunk_samples, patch_hop_samples=layout.patch_hop_samples)
               for w in data.waveforms]
     out, lengths = [], []
@@ -151,7 +175,7 @@ def compute_clip_features(data: DecodedDataset, layout: PatchLayout, *, batch_cl
 
 
 class FeatureCache:
-    """Per-run cache of clip features: one ``.npz``-like pair of files per distinct front-end.
+    """Per-run cache of clip features: a pair of ``.npy`` files per distinct front-end (static features).
 
     Features are float16 ``.npy`` files under ``root``; a file lock makes concurrent trials on one
     machine compute each front-end once; writes go to a temporary name and are moved into place.

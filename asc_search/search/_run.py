@@ -27,7 +27,8 @@ from asc_search.search_spaces import Genome, SpaceOptions
 log = logging.getLogger(__name__)
 
 TRIAL_COLUMNS = [
-    "trial_id", "status", "reasons", "genome_id", "genome", "summary", "n_mels", "hop_ms", "chunk_s", "params",
+    "trial_id", "status", "reasons", "genome_id", "genome", "summary", "kind", "sample_rate_hz", "n_bins", "hop_ms",
+    "chunk_s", "deltas", "params",
     "int8_bytes", "macs", "best_val_accuracy", "best_val_log_loss", "best_val_uar", "best_epoch", "epochs_run",
     "stop_reason", "on_front", "node_id", "error", "feature_cache_hit", "per_device_accuracy",
 ]
@@ -64,22 +65,34 @@ def resolve_budget(config: RunConfig) -> Budget:
     return budget
 
 
-def prepare_data(config: RunConfig) -> tuple[DecodedDataset, dict]:
-    """Read the manifest and decode every clip once at the run's sample rate.
+def prepare_data(config: RunConfig) -> tuple[dict[int, DecodedDataset], dict]:
+    """Read the manifest and decode every clip once at each sample rate the search may pick.
 
     Returns:
-        The decoded data and the data report (``data_report.json``): counts, split rule, layout, clips the
-        layout left out, skipped files with reasons.
+        The decoded data by sample rate (Hz) and the data report (``data_report.json``): counts, split rule,
+        layout, clips the layout left out, skipped files with reasons, the rates.
+
+    Raises:
+        UserInputError: A requested rate is above the data's native rate (upsampling adds no information).
     """
     manifest = load_manifest(config.data, val_fold=config.val_fold, seed=config.seed)
-    rate = config.sample_rate_hz or native_sample_rate_hz(manifest)
-    data = decode_dataset(manifest, sample_rate_hz=rate)
-    log.info("data: %d clips (%d skipped), %d classes, %d Hz, split: %s", len(data.waveforms), len(data.skipped),
-             data.n_classes, rate, manifest.split_rule)
+    native = native_sample_rate_hz(manifest)
+    rates = tuple(sorted(set(config.sample_rates_hz))) or (native,)
+    too_high = [r for r in rates if r > native]
+    if too_high:
+        raise UserInputError(
+            f"--sample-rates-hz {too_high} is above the data's native rate ({native} Hz); upsampling adds no "
+            f"information: use rates <= {native}"
+        )
+    data_by_rate = {r: decode_dataset(manifest, sample_rate_hz=r) for r in rates}
+    data = data_by_rate[rates[-1]]
+    log.info("data: %d clips (%d skipped), %d classes, rates %s Hz, split: %s", len(data.waveforms),
+             len(data.skipped), data.n_classes, list(rates), manifest.split_rule)
     ms = manifest.summary()
-    report = {**data.summary(), "source": ms["source"], "layout": ms.get("layout", ""),
-              "split_rule": manifest.split_rule, "left_out_clips": ms.get("left_out_clips", 0)}
-    return data, report
+    report = {**data.summary(), "sample_rates_hz": list(rates), "source": ms["source"],
+              "layout": ms.get("layout", ""), "split_rule": manifest.split_rule,
+              "left_out_clips": ms.get("left_out_clips", 0)}
+    return data_by_rate, report
 
 
 def _make_sampler(name: str, seed: int):
@@ -132,37 +145,46 @@ def run_search(config: RunConfig, *, on_progress: Callable[[str], None] | None =
     run_dir = Path(config.out).expanduser().resolve()
     if (run_dir / "trials.csv").exists() or (run_dir / "tune").exists():
         raise UserInputError(f"--out {run_dir} already holds a run; choose a new --out or delete it")
-    data, data_report = prepare_data(config)
+    options = space_options(config)
+    data_by_rate, data_report = prepare_data(config)
+    options = replace(options, sample_rates_hz=tuple(sorted(data_by_rate)))
+    data = next(iter(data_by_rate.values()))
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text(run_dir / "config.yaml", yaml.safe_dump({
-        "run": config.to_dict(), "budget": budget.__dict__, "sample_rate_hz": data.sample_rate_hz,
-        "classes": list(data.class_names), "search_space": SpaceOptions().__dict__,
+        "run": config.to_dict(), "budget": budget.__dict__, "sample_rates_hz": sorted(data_by_rate),
+        "classes": list(data.class_names), "search_space": options.to_dict(),
         "objectives": dict(zip(OBJECTIVES, MODES, strict=True)),
     }, sort_keys=False))
     write_json(run_dir / "data_report.json", data_report)
-    say(f"data: {len(data.waveforms)} clips, {data.n_classes} classes, {data.sample_rate_hz} Hz, "
+    say(f"data: {len(data.waveforms)} clips, {data.n_classes} classes, {sorted(data_by_rate)} Hz, "
         f"{len(data.skipped)} skipped file(s); budget {budget.describe()}")
-    rows = _search(config, budget, data, run_dir, say)
+    rows = _search(config, options, budget, data_by_rate, run_dir, say)
     front = _finish_front(rows)
     _write_trials(run_dir, rows)
     result = RunResult(run_dir=run_dir, trials=rows, front=front, data_summary=data_report)
     from asc_search.deploy._bundle import export_front
 
-    result.exported = export_front(run_dir, front, data, budget, max_export=config.max_export, say=say)
+    result.exported = export_front(run_dir, front, data_by_rate, budget, max_export=config.max_export, say=say)
     from asc_search.report import write_report
 
     write_report(result, budget)
     return result
 
 
-def _search(config: RunConfig, budget: Budget, data: DecodedDataset, run_dir: Path,
-            say: Callable[[str], None]) -> list[dict]:
+def space_options(config: RunConfig) -> SpaceOptions:
+    """The search space of a run: the defaults with the run's front-end, rate, chunk and delta choices."""
+    return SpaceOptions(frontends=tuple(config.frontends), sample_rates_hz=tuple(config.sample_rates_hz) or (1,),
+                        chunk_s=tuple(config.chunks_s), deltas=tuple(config.deltas))
+
+
+def _search(config: RunConfig, options: SpaceOptions, budget: Budget, data_by_rate: dict[int, DecodedDataset],
+            run_dir: Path, say: Callable[[str], None]) -> list[dict]:
     import ray
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
 
-    space = DefineByRunSpace(options=SpaceOptions(), budget=budget, n_classes=data.n_classes,
-                             sample_rate_hz=data.sample_rate_hz)
+    data = next(iter(data_by_rate.values()))
+    space = DefineByRunSpace(options=options, budget=budget, n_classes=data.n_classes)
     _check_space_has_feasible(space)
     rejections = run_dir / "rejected.jsonl"
     searcher = FeasibleOptunaSearch(space=space, rejections_path=rejections, metric=list(OBJECTIVES),
@@ -174,7 +196,8 @@ def _search(config: RunConfig, budget: Budget, data: DecodedDataset, run_dir: Pa
         settings = TrialSettings(cache_dir=str(run_dir / "cache"), epochs=config.epochs, patience=config.patience,
                                  batch_size=config.batch_size, seed=config.seed,
                                  threads=max(1, int(config.cpus_per_trial)))
-        trainable = tune.with_resources(tune.with_parameters(train_candidate, data=data, settings=settings),
+        trainable = tune.with_resources(tune.with_parameters(train_candidate, data_by_rate=data_by_rate,
+                                                             settings=settings),
                                         {"cpu": config.cpus_per_trial})
         tuner = tune.Tuner(
             trainable,
@@ -191,7 +214,7 @@ def _search(config: RunConfig, budget: Budget, data: DecodedDataset, run_dir: Pa
         t0 = time.time()
         grid = tuner.fit()
         say(f"search finished in {time.time() - t0:.0f} s")
-        rows = [_row_from_result(r, data) for r in grid]
+        rows = [_row_from_result(r, data.n_classes) for r in grid]
     finally:
         if started:
             ray.shutdown()
@@ -234,18 +257,23 @@ def _trial_dirname(trial) -> str:
 
 
 def _check_space_has_feasible(space: DefineByRunSpace) -> None:
-    """Fail fast when even the smallest genome of the space breaks the budget."""
-    o = space.options
-    from asc_search.search_spaces import ConvStage, FrontendGenes
+    """Fail fast when even the smallest network of the space breaks the budget (every front-end choice)."""
+    from asc_search.search_spaces import genome_from_params
 
-    smallest = Genome(
-        frontend=FrontendGenes(n_mels=min(o.n_mels), hop_ms=max(o.hop_ms), chunk_s=max(o.chunk_s)),
-        stages=tuple(ConvStage(width=min(o.widths), kernel=min(o.kernels), activation=o.activations[0], pool="max2")
-                     for _ in range(o.min_stages)),
-        head_width=0,
-    )
-    c = count_complexity(smallest, n_classes=space.n_classes, sample_rate_hz=space.sample_rate_hz)
-    reasons = space.budget.check(c)
+    o = space.options
+    params = {"sample_rate_hz": min(o.sample_rates_hz), "n_bins": min(o.n_bins), "hop_ms": max(o.hop_ms),
+              "deltas": min(o.deltas), "n_stages": o.min_stages, "head_width": min(o.head_widths),
+              "dropout": o.dropouts[0], "lr": o.learning_rates[0]}
+    for i in range(1, o.min_stages + 1):
+        params |= {f"s{i}_width": min(o.widths), f"s{i}_kernel": min(o.kernels), f"s{i}_act": o.activations[0],
+                   f"s{i}_pool": "max2" if "max2" in o.pools else o.pools[0]}
+    reasons: list[str] = []
+    for kind in o.frontends:
+        for chunk in o.chunk_s:
+            smallest = genome_from_params({**params, "frontend": kind, "chunk_s": chunk})
+            reasons = space.budget.check(count_complexity(smallest, n_classes=space.n_classes))
+            if not reasons:
+                return
     if reasons:
         raise UserInputError(
             f"budget {space.budget.name!r} rejects even the smallest network of the space ({'; '.join(reasons)}); "
@@ -253,11 +281,16 @@ def _check_space_has_feasible(space: DefineByRunSpace) -> None:
         )
 
 
-def _row_from_result(r, data: DecodedDataset) -> dict:
+def _genome_columns(g: Genome | None) -> dict:
+    keys = ("kind", "sample_rate_hz", "n_bins", "hop_ms", "chunk_s", "deltas")
+    return {k: getattr(g.frontend, k) if g else "" for k in keys}
+
+
+def _row_from_result(r, n_classes: int) -> dict:
     cfg = r.config or {}
     genome = Genome.from_dict(cfg["genome"]) if "genome" in cfg else None
     m = r.metrics or {}
-    c = count_complexity(genome, n_classes=data.n_classes, sample_rate_hz=data.sample_rate_hz) if genome else None
+    c = count_complexity(genome, n_classes=n_classes) if genome else None
     ok = r.error is None and m.get("final", False)
     status = "completed" if ok else ("failed" if r.error is not None else "stopped")
     return {
@@ -265,8 +298,7 @@ def _row_from_result(r, data: DecodedDataset) -> dict:
         "status": status, "reasons": "",
         "genome_id": genome.genome_id if genome else "", "genome": genome.to_json() if genome else "",
         "summary": genome.summary() if genome else "",
-        "n_mels": genome.frontend.n_mels if genome else "", "hop_ms": genome.frontend.hop_ms if genome else "",
-        "chunk_s": genome.frontend.chunk_s if genome else "",
+        **_genome_columns(genome),
         "params": c.params if c else "", "int8_bytes": c.int8_bytes if c else "", "macs": c.macs if c else "",
         "best_val_accuracy": m.get("best_val_accuracy", ""), "best_val_log_loss": m.get("best_val_log_loss", ""),
         "best_val_uar": m.get("best_val_uar", ""), "best_epoch": m.get("best_epoch", ""),
@@ -298,7 +330,7 @@ def _rejected_rows(path: Path) -> list[dict]:
         rows.append({
             "trial_id": d["trial_id"], "status": "rejected", "reasons": "; ".join(d["reasons"]),
             "genome_id": g.genome_id, "genome": g.to_json(), "summary": g.summary(),
-            "n_mels": g.frontend.n_mels, "hop_ms": g.frontend.hop_ms, "chunk_s": g.frontend.chunk_s,
+            **_genome_columns(g),
             "params": c["params"], "int8_bytes": c["int8_bytes"], "macs": c["macs"], "best_val_accuracy": "",
             "best_val_log_loss": "", "best_val_uar": "", "best_epoch": "", "epochs_run": 0, "stop_reason": "",
             "on_front": False, "node_id": "", "error": "", "_checkpoint": None,

@@ -34,16 +34,15 @@ class DefineByRunSpace:
         options: Gene choices.
         budget: Device budget.
         n_classes: Output classes.
-        sample_rate_hz: Front-end sample rate (Hz).
     """
 
-    def __init__(self, *, options: SpaceOptions, budget: Budget, n_classes: int, sample_rate_hz: int) -> None:
-        self.options, self.budget, self.n_classes, self.sample_rate_hz = options, budget, n_classes, sample_rate_hz
+    def __init__(self, *, options: SpaceOptions, budget: Budget, n_classes: int) -> None:
+        self.options, self.budget, self.n_classes = options, budget, n_classes
 
     def __call__(self, trial) -> None:
         """Sample the genes on ``trial`` and set its constraints; returns no constants."""
         genome = sample_genome(trial, self.options)
-        c = count_complexity(genome, n_classes=self.n_classes, sample_rate_hz=self.sample_rate_hz)
+        c = count_complexity(genome, n_classes=self.n_classes)
         for key, value in self.budget.violations(c).items():
             trial.set_constraint(key, value)
         return None
@@ -74,7 +73,7 @@ class FeasibleOptunaSearch(OptunaSearch):
                 return params
             space: DefineByRunSpace = self._space
             genome = genome_from_params(params)
-            c = count_complexity(genome, n_classes=space.n_classes, sample_rate_hz=space.sample_rate_hz)
+            c = count_complexity(genome, n_classes=space.n_classes)
             reasons = space.budget.check(c)
             if not reasons:
                 return {"genome": genome.to_dict(), "params": params}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,28 +40,30 @@ class TrialSettings:
 
 
 def save_candidate(path: Path, *, genome: Genome, state_dict: dict, n_classes: int, class_names: list[str],
-                   sample_rate_hz: int, norm: Normalisation, metrics: dict) -> None:
+                   norm: Normalisation, metrics: dict) -> None:
     """Write ``model.pt``: weights plus everything needed to rebuild and feed the model."""
     torch.save({"state_dict": state_dict, "genome": genome.to_dict(), "n_classes": n_classes,
-                "class_names": class_names, "sample_rate_hz": sample_rate_hz, "normalisation": asdict(norm),
-                "metrics": metrics}, path)
+                "class_names": class_names, "sample_rate_hz": genome.frontend.sample_rate_hz,
+                "normalisation": norm.to_dict(), "metrics": metrics}, path)
 
 
-def train_candidate(config: dict, data: DecodedDataset, settings: TrialSettings) -> None:
-    """Train the genome in ``config["genome"]``; report each epoch; checkpoint the best epoch.
+def train_candidate(config: dict, data_by_rate: dict[int, DecodedDataset], settings: TrialSettings) -> None:
+    """Train the genome in ``config["genome"]`` on the data at its sample rate; report each epoch; checkpoint
+    the best epoch.
 
     Every report carries ``best_val_accuracy``, ``macs`` and ``int8_bytes`` (the search objectives), so
     the final report holds the best epoch's accuracy.
     """
     torch.set_num_threads(max(1, settings.threads))
     genome = Genome.from_dict(config["genome"])
-    c = count_complexity(genome, n_classes=data.n_classes, sample_rate_hz=data.sample_rate_hz)
+    data = data_by_rate[genome.frontend.sample_rate_hz]
+    c = count_complexity(genome, n_classes=data.n_classes)
     static = {"macs": c.macs, "int8_bytes": c.int8_bytes, "params": c.params, "genome_id": genome.genome_id}
     cache = FeatureCache(settings.cache_dir)
-    features, hit = cache.get(data, patch_layout(genome, data.sample_rate_hz))
+    features, hit = cache.get(data, patch_layout(genome))
     train = np.flatnonzero(~data.is_validation)
     val = np.flatnonzero(data.is_validation)
-    norm = Normalisation.fit(features, train)
+    norm = Normalisation.fit(features, train, deltas=genome.frontend.deltas, seed=settings.seed)
     model = build_model(genome, data.n_classes)
     train_settings = TrainSettings(epochs=settings.epochs, learning_rate=genome.learning_rate,
                                    batch_size=settings.batch_size, patience=settings.patience, seed=settings.seed)
@@ -81,7 +83,6 @@ def train_candidate(config: dict, data: DecodedDataset, settings: TrialSettings)
              "best_epoch": result.best_epoch, "stop_reason": result.stop_reason}
     with tempfile.TemporaryDirectory() as tmp:
         save_candidate(Path(tmp) / "model.pt", genome=genome, state_dict=result.state_dict,
-                       n_classes=data.n_classes, class_names=list(data.class_names),
-                       sample_rate_hz=data.sample_rate_hz, norm=norm, metrics=final)
+                       n_classes=data.n_classes, class_names=list(data.class_names), norm=norm, metrics=final)
         (Path(tmp) / "history.json").write_text(json.dumps(result.history))
         tune.report(final, checkpoint=tune.Checkpoint.from_directory(tmp))

@@ -14,7 +14,7 @@ class CandidateCNN(nn.Module):
     """The CNN a genome describes.
 
     Shapes:
-        ``(batch, 1, n_mels, frames) -> (batch, n_classes)`` logits.
+        ``(batch, 1 + deltas, n_bins, frames) -> (batch, n_classes)`` logits.
 
     Args:
         genome: Architecture genes.
@@ -24,7 +24,7 @@ class CandidateCNN(nn.Module):
     def __init__(self, genome: Genome, n_classes: int) -> None:
         super().__init__()
         layers: list[nn.Module] = []
-        c_in = 1
+        c_in = 1 + genome.frontend.deltas
         for s in genome.stages:
             layers += [nn.Conv2d(c_in, s.width, s.kernel, padding=s.kernel // 2, bias=False),
                        nn.BatchNorm2d(s.width), _ACTIVATIONS[s.activation]()]
@@ -42,7 +42,7 @@ class CandidateCNN(nn.Module):
         self.head = nn.Sequential(*head)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(batch, 1, n_mels, frames)`` normalised log-mel -> ``(batch, n_classes)`` logits."""
+        """``(batch, 1 + deltas, n_bins, frames)`` normalised features -> ``(batch, n_classes)`` logits."""
         return self.head(self.features(x))
 
 

@@ -22,19 +22,39 @@ class FrontendGenes:
     """Front-end genes.
 
     Args:
-        n_mels: Mel bands.
+        kind: Registered front-end: ``logmel``, ``gammatone`` or ``cqt`` (the seed on Mel/Gammatone/CQT
+            ensembles found each carries complementary information).
+        sample_rate_hz: Rate the audio is resampled to (anti-aliased, soxr) before the front-end (Hz).
+        n_bins: Mel bands, gammatone filters or CQT bins.
         hop_ms: Frame hop (ms); the window is twice the hop (50 % overlap, as the DCASE baseline).
         chunk_s: Patch length (s); a clip is cut into patches with 50 % overlap.
+        deltas: 0, 1 (delta) or 2 (delta and delta-delta) extra input channels.
+        f_min_hz: Lowest band edge, or the lowest CQT bin (Hz).
     """
 
-    n_mels: int
+    kind: str = "logmel"
+    sample_rate_hz: int
+    n_bins: int
     hop_ms: float
     chunk_s: float
+    deltas: int = 0
+    f_min_hz: float = 0.0
 
     @property
     def win_ms(self) -> float:
         """Analysis window (ms)."""
         return 2.0 * self.hop_ms
+
+    def config(self):
+        """The ``FrontendConfig`` of these genes.
+
+        Raises:
+            UserInputError: The genes make no valid front-end (e.g. CQT bins above Nyquist).
+        """
+        from asc_search.frontends import FrontendConfig
+
+        return FrontendConfig(kind=self.kind, sample_rate_hz=self.sample_rate_hz, n_bins=self.n_bins,
+                              win_ms=self.win_ms, hop_ms=self.hop_ms, f_min_hz=self.f_min_hz, deltas=self.deltas)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -132,7 +152,9 @@ class Genome:
         return hashlib.sha1(self.to_json().encode()).hexdigest()[:12]
 
     def summary(self) -> str:
-        """Compact one-line description, e.g. ``mel40/h20/c1.0 | 16k3r-max2 32k3t-avg2 | h0``."""
-        fe = f"mel{self.frontend.n_mels}/h{self.frontend.hop_ms:g}/c{self.frontend.chunk_s:g}"
+        """Compact one-line description, e.g. ``logmel40/16k/h20/c1 | 16k3r-max2 32k3t-avg2 | h0``."""
+        f = self.frontend
+        fe = f"{f.kind}{f.n_bins}/{f.sample_rate_hz / 1000:g}k/h{f.hop_ms:g}/c{f.chunk_s:g}"
+        fe += f"/d{f.deltas}" if f.deltas else ""
         st = " ".join(f"{s.width}k{s.kernel}{s.activation[0]}-{s.pool}" for s in self.stages)
         return f"{fe} | {st} | h{self.head_width}"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -13,7 +12,7 @@ import torch
 from torch import nn
 
 from asc_search._errors import UserInputError
-from asc_search.frontends import ClipFeatures
+from asc_search.frontends import ClipFeatures, add_deltas
 from asc_search.trainers._metrics import classification_metrics, clip_probabilities
 
 log = logging.getLogger(__name__)
@@ -21,27 +20,47 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, kw_only=True)
 class Normalisation:
-    """Global standardisation of log-mel features: ``(x - mean_db) / std_db`` (fit on the training split)."""
+    """Model input from static patches: delta channels added, then per-channel standardisation.
 
-    mean_db: float
-    std_db: float
+    ``x -> (add_deltas(x, deltas) - mean_db[c]) / std_db[c]``, with the statistics fit on training patches.
+
+    Args:
+        deltas: Delta order (0, 1 or 2); channels = 1 + deltas.
+        mean_db: Mean per channel (dB or dB per frame).
+        std_db: Standard deviation per channel.
+    """
+
+    deltas: int
+    mean_db: tuple[float, ...]
+    std_db: tuple[float, ...]
 
     @classmethod
-    def fit(cls, features: ClipFeatures, clips: np.ndarray) -> Normalisation:
-        """Mean and standard deviation (dB) over every frame of the clips ``clips``."""
-        total, total_sq, n = 0.0, 0.0, 0
-        for i in clips:
-            c = np.asarray(features.clip(int(i)), dtype=np.float64)
-            total += c.sum()
-            total_sq += (c * c).sum()
-            n += c.size
-        mean = total / n
-        std = math.sqrt(max(total_sq / n - mean * mean, 1e-12))
-        return cls(mean_db=float(mean), std_db=float(std))
+    def fit(cls, features: ClipFeatures, clips: np.ndarray, *, deltas: int = 0, max_patches: int = 4000,
+            seed: int = 0) -> Normalisation:
+        """Per-channel statistics over the evaluation patches of ``clips`` (a random subset above ``max_patches``)."""
+        x, _ = features.patches(clips)
+        if len(x) > max_patches:
+            x = x[np.random.default_rng(seed).permutation(len(x))[:max_patches]]
+        x = add_deltas(x, deltas).astype(np.float64)
+        mean = x.mean(axis=(0, 2, 3))
+        std = np.maximum(x.std(axis=(0, 2, 3)), 1e-6)
+        return cls(deltas=deltas, mean_db=tuple(float(v) for v in mean), std_db=tuple(float(v) for v in std))
 
     def apply(self, x: np.ndarray) -> np.ndarray:
-        """Standardise ``x`` (any shape)."""
-        return ((x - self.mean_db) / self.std_db).astype(np.float32)
+        """Static patches ``(n, 1, F, T)`` -> model input ``(n, 1 + deltas, F, T)`` float32."""
+        x = add_deltas(x, self.deltas)
+        mean = np.asarray(self.mean_db, dtype=np.float32)[None, :, None, None]
+        std = np.asarray(self.std_db, dtype=np.float32)[None, :, None, None]
+        return ((x - mean) / std).astype(np.float32)
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict (``from_dict`` inverts it)."""
+        return {"deltas": self.deltas, "mean_db": list(self.mean_db), "std_db": list(self.std_db)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Normalisation:
+        """Inverse of ``to_dict``."""
+        return cls(deltas=int(d["deltas"]), mean_db=tuple(d["mean_db"]), std_db=tuple(d["std_db"]))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -120,12 +139,12 @@ def fit(model: nn.Module, features: ClipFeatures, labels: np.ndarray, train_clip
     frame offsets; validation is clip-level (mean of patch probabilities).
 
     Args:
-        model: ``(batch, 1, n_mels, frames) -> (batch, n_classes)``.
+        model: ``(batch, channels, n_bins, frames) -> (batch, n_classes)``.
         features: Clip features.
         labels: Class index per clip, shape ``(n_clips,)``.
         train_clips: Indices of training clips.
         val_clips: Indices of validation clips.
-        norm: Input standardisation.
+        norm: Deltas and standardisation of the model input.
         settings: Hyper-parameters.
         on_epoch: Called after each epoch with ``{"epoch", "train_loss", "val_accuracy", "val_log_loss",
             "val_uar", "best_val_accuracy", "best_epoch"}``.
@@ -158,7 +177,7 @@ def fit(model: nn.Module, features: ClipFeatures, labels: np.ndarray, train_clip
         for s in range(0, len(order), settings.batch_size):
             idx, st = order[s:s + settings.batch_size], starts[s:s + settings.batch_size]
             x = np.stack([features.features[:, features.offsets[i] + a:features.offsets[i] + a + t]
-                          for i, a in zip(idx, st, strict=True)])[:, None]
+                          for i, a in zip(idx, st, strict=True)])[:, None].astype(np.float32)
             xb = torch.from_numpy(norm.apply(x))
             yb = torch.from_numpy(labels[idx])
             opt.zero_grad(set_to_none=True)

@@ -7,10 +7,10 @@ from asc_search.constraints import count_complexity, get_budget, list_budgets
 from asc_search.search_spaces import ConvStage, FrontendGenes, Genome, build_model
 
 GENOMES = [
-    Genome(frontend=FrontendGenes(n_mels=40, hop_ms=20, chunk_s=1.0),
+    Genome(frontend=FrontendGenes(sample_rate_hz=16000, n_bins=40, hop_ms=20, chunk_s=1.0),
            stages=(ConvStage(width=16, kernel=7, activation="relu", pool="max2"),
                    ConvStage(width=32, kernel=3, activation="tanh", pool="avg2")), head_width=0),
-    Genome(frontend=FrontendGenes(n_mels=64, hop_ms=16, chunk_s=0.5),
+    Genome(frontend=FrontendGenes(sample_rate_hz=16000, n_bins=64, hop_ms=16, chunk_s=0.5, deltas=2),
            stages=(ConvStage(width=8, kernel=5, activation="tanh", pool="none"),
                    ConvStage(width=24, kernel=3, activation="relu", pool="max2"),
                    ConvStage(width=48, kernel=3, activation="relu", pool="max2"),
@@ -20,10 +20,11 @@ GENOMES = [
 
 @pytest.mark.parametrize("genome", GENOMES, ids=lambda g: g.genome_id)
 def test_analytic_counts_match_the_built_model(genome):
-    c = count_complexity(genome, n_classes=10, sample_rate_hz=16000)
+    c = count_complexity(genome, n_classes=10)
     model = build_model(genome, 10).eval()
     # BN folded: each conv keeps its weights and gains a bias (= BN's shift); BN's own parameters go.
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs[0].in_channels == c.input_shape[0] == 1 + genome.frontend.deltas
     weights = sum(m.weight.numel() for m in convs)
     biases = sum(m.out_channels for m in convs)
     assert (c.weight_params, c.bias_params) == (weights, biases)
@@ -36,9 +37,9 @@ def test_analytic_counts_match_the_built_model(genome):
 
 
 def test_pooling_below_1x1_is_not_buildable():
-    g = Genome(frontend=FrontendGenes(n_mels=32, hop_ms=32, chunk_s=0.5),
+    g = Genome(frontend=FrontendGenes(sample_rate_hz=16000, n_bins=32, hop_ms=32, chunk_s=0.5),
                stages=tuple(ConvStage(width=8, kernel=3, activation="relu", pool="max2") for _ in range(4)))
-    c = count_complexity(g, n_classes=10, sample_rate_hz=16000)
+    c = count_complexity(g, n_classes=10)
     assert not c.buildable and "below 1x1" in c.reason
     assert any("below 1x1" in r for r in get_budget("dcase2022").check(c))
 
@@ -52,7 +53,20 @@ def test_dcase2022_budget_limits_and_unknown_budget_lists_names():
 
 
 def test_budget_check_names_each_broken_limit():
-    c = count_complexity(GENOMES[1], n_classes=10, sample_rate_hz=16000)
+    c = count_complexity(GENOMES[1], n_classes=10)
     reasons = get_budget("dcase2022").check(c)
     assert c.macs > 30_000_000 and any(r.startswith("macs") for r in reasons)
     assert get_budget("dcase2022").violations(c)["macs"] > 0
+
+
+def test_invalid_front_end_genes_are_not_buildable_with_the_reason():
+    # A CQT from 50 Hz needs 8192-sample frames: longer than a 0.5 s patch at 16 kHz.
+    g = Genome(frontend=FrontendGenes(kind="cqt", sample_rate_hz=16000, n_bins=40, hop_ms=16, chunk_s=0.5,
+                                      f_min_hz=50.0),
+               stages=(ConvStage(width=8, kernel=3, activation="relu", pool="max2"),))
+    c = count_complexity(g, n_classes=10)
+    assert not c.buildable and c.reason.startswith("front-end:")
+    assert get_budget("dcase2022").check(c)
+    ok = Genome(frontend=FrontendGenes(kind="cqt", sample_rate_hz=16000, n_bins=40, hop_ms=16, chunk_s=1.0,
+                                       f_min_hz=50.0), stages=g.stages)
+    assert count_complexity(ok, n_classes=10).buildable

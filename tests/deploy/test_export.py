@@ -26,20 +26,20 @@ def fsdd_small(fsdd):
 
 def test_exported_model_matches_genome_and_float_model(fsdd_small, tmp_path):
     data = fsdd_small
-    g = Genome(frontend=FrontendGenes(n_mels=32, hop_ms=16, chunk_s=0.5),
+    g = Genome(frontend=FrontendGenes(sample_rate_hz=8000, n_bins=32, hop_ms=16, chunk_s=0.5, deltas=2),
                stages=(ConvStage(width=16, kernel=5, activation="relu", pool="max2"),
                        ConvStage(width=24, kernel=3, activation="tanh", pool="avg2"),
                        ConvStage(width=32, kernel=3, activation="relu", pool="none")), head_width=32)
-    feats = compute_clip_features(data, patch_layout(g, 8000))
+    feats = compute_clip_features(data, patch_layout(g))
     train, val = np.flatnonzero(~data.is_validation), np.flatnonzero(data.is_validation)
-    norm = Normalisation.fit(feats, train)
+    norm = Normalisation.fit(feats, train, deltas=g.frontend.deltas)
     model = build_model(g, data.n_classes)
     fit(model, feats, data.labels, train, val, norm, TrainSettings(epochs=3, learning_rate=3e-3))
     x_train, _ = feats.patches(train)
     x_val, _ = feats.patches(val)
     x_train, x_val = norm.apply(x_train), norm.apply(x_val)
     path = export_int8_tflite(model, x_train[:200], tmp_path / "m.tflite")
-    c = count_complexity(g, n_classes=data.n_classes, sample_rate_hz=8000)
+    c = count_complexity(g, n_classes=data.n_classes)
     t = tflite_complexity(path)
     assert t.weight_bytes == c.int8_bytes
     assert (t.int8_weights, t.int32_biases) == (c.weight_params, c.bias_params)

@@ -8,14 +8,14 @@ from asc_search.search_spaces import Genome, SpaceOptions
 
 def test_searcher_never_suggests_an_infeasible_genome_and_records_rejections(tmp_path):
     budget = Budget(name="tight", max_int8_bytes=20_000, max_macs=3_000_000)
-    space = DefineByRunSpace(options=SpaceOptions(), budget=budget, n_classes=10, sample_rate_hz=16000)
+    space = DefineByRunSpace(options=SpaceOptions(), budget=budget, n_classes=10)
     path = tmp_path / "rejected.jsonl"
     s = FeasibleOptunaSearch(space=space, rejections_path=path, metric=list(OBJECTIVES), mode=list(MODES),
                              sampler=_make_sampler("tpe", 0))
     for i in range(12):
         cfg = s.suggest(f"t{i}")
         g = Genome.from_dict(cfg["genome"])
-        c = count_complexity(g, n_classes=10, sample_rate_hz=16000)
+        c = count_complexity(g, n_classes=10)
         assert budget.check(c) == []
         s.on_trial_complete(f"t{i}", {"best_val_accuracy": 0.5, "macs": c.macs, "int8_bytes": c.int8_bytes})
     rows = [json.loads(line) for line in path.read_text().splitlines()]
