@@ -1,7 +1,7 @@
 """The ``asc-search`` command line.
 
-Commands: ``search`` (the default: ``asc-search --budget dcase2022 --data DIR``), ``data check DIR`` and
-``budgets``.
+Commands: ``search`` (the default: ``asc-search --budget dcase2022 --data DIR``), ``report RUN``,
+``trials RUN``, ``show RUN TRIAL``, ``data check DIR`` and ``budgets``.
 Exit codes: 0 success, 1 run failure, 2 usage error (one line naming the bad value and the fix).
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from asc_search._errors import AscSearchError, UserInputError
 
-COMMANDS = ("search", "data", "budgets")
+COMMANDS = ("search", "report", "trials", "show", "data", "budgets")
 
 EXAMPLES = """examples:
   asc-search --budget dcase2022 --data ../shared/data/esc10-dev --trials 16 --out runs/esc10
@@ -24,6 +24,7 @@ EXAMPLES = """examples:
   asc-search --budget dcase2022 --max-int8-bytes 20000 --data my_manifest.csv
   asc-search budgets
   asc-search data check ../shared/data/esc10-dev
+  asc-search report runs/esc10 ; asc-search trials runs/esc10 --sort macs ; asc-search show runs/esc10 TRIAL
 """
 
 
@@ -53,7 +54,8 @@ def _search_parser() -> argparse.ArgumentParser:
                    "logmel,gammatone,cqt (default: logmel)")
     p.add_argument("--sample-rates-hz", default="", help="sample rates to search (Hz, comma-separated, each <= the "
                    "data's native rate; e.g. 8000,16000); default: the native rate")
-    p.add_argument("--chunks-s", default="0.5,1", help="patch lengths to search (s, comma-separated; default 0.5,1)")
+    p.add_argument("--chunks-s", default="0.5,1", help="patch lengths to search (s, comma-separated; 'full' = the "
+                   "longest clip; default 0.5,1)")
     p.add_argument("--deltas", default="0", help="delta-channel orders to search: 0, 1, 2 (comma-separated)")
     p.add_argument("--address", default=None, help="join a Ray cluster: auto or HOST:PORT (default: local Ray)")
     p.add_argument("--cpus-per-trial", type=float, default=1.0)
@@ -91,6 +93,92 @@ def _cmd_data(argv: list[str]) -> int:
     return 0
 
 
+def _cmd_report(argv: list[str]) -> int:
+    p = _Parser(prog="asc-search report", description="Rebuild pareto.json, pareto.png, pareto.html and report.md "
+                "of a run (also of an interrupted run) from its run directory.",
+                epilog="examples:\n  asc-search report runs/demo-esc10", formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run", help="run directory (the --out of a search)")
+    args = p.parse_args(argv)
+    _setup_logging(False)
+    from asc_search.report import report_run
+
+    run = report_run(args.run)
+    done = sum(r["status"] == "completed" for r in run.trials)
+    rejected = sum(r["status"] == "rejected" for r in run.trials)
+    if not run.front:
+        print(f"asc-search: {run.run_dir} has no trained feasible candidate ({rejected} rejected before training, "
+              f"{len(run.trials) - rejected - done} failed or stopped); pareto.png plots the rejected ones")
+        return 0
+    note = " (interrupted run: rows read from tune/)" if run.interrupted else ""
+    print(f"asc-search: {run.run_dir}: {len(run.trials)} candidates, {done} trained, front of {len(run.front)}{note}; "
+          "wrote pareto.json, pareto.png, pareto.html, report.md")
+    return 0
+
+
+def _cmd_trials(argv: list[str]) -> int:
+    p = _Parser(prog="asc-search trials", description="Print the trials of a run as a table.",
+                epilog="examples:\n  asc-search trials runs/demo-esc10 --sort macs\n"
+                       "  asc-search trials runs/demo-esc10 --status rejected",
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run")
+    p.add_argument("--sort", default="best_val_accuracy", help="column to sort by (default best_val_accuracy)")
+    p.add_argument("--ascending", action="store_true")
+    p.add_argument("--status", default=None, help="only completed | rejected | failed | stopped")
+    args = p.parse_args(argv)
+    from rich.console import Console
+    from rich.table import Table
+
+    from asc_search.report import load_run
+
+    run = load_run(args.run)
+    rows = [r for r in run.trials if args.status is None or r["status"] == args.status]
+    if rows and args.sort not in rows[0]:
+        raise UserInputError(f"--sort {args.sort!r} is not a column; columns: {', '.join(rows[0])}")
+    numeric = [r for r in rows if isinstance(r.get(args.sort), int | float)]
+    other = [r for r in rows if not isinstance(r.get(args.sort), int | float)]
+    rows = sorted(numeric, key=lambda r: r[args.sort], reverse=not args.ascending) + other
+    table = Table(title=f"{run.run_dir.name}: {len(rows)} trials, sorted by {args.sort}")
+    for col in ("trial", "status", "genome", "val acc", "M MACs", "INT8 bytes", "front", "reasons / error"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        acc = r.get("best_val_accuracy")
+        table.add_row(str(r["trial_id"]), r["status"], r.get("summary", ""),
+                      f"{acc:.3f}" if isinstance(acc, float) else "-", f"{r['macs'] / 1e6:.2f}", f"{r['int8_bytes']:,}",
+                      "yes" if r.get("on_front") else "", r.get("reasons") or r.get("error") or "")
+    Console(width=200).print(table)
+    return 0
+
+
+def _cmd_show(argv: list[str]) -> int:
+    p = _Parser(prog="asc-search show", description="Print one trial's genome and metrics.",
+                epilog="examples:\n  asc-search show runs/demo-esc10 0e771be1", formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run")
+    p.add_argument("trial", help="trial id (see asc-search trials RUN)")
+    args = p.parse_args(argv)
+    import json
+
+    from asc_search.report import load_run
+
+    run = load_run(args.run)
+    match = [r for r in run.trials if str(r["trial_id"]) == args.trial]
+    if not match:
+        raise UserInputError(f"no trial {args.trial!r} in {run.run_dir}; list the ids with: asc-search trials {args.run}")
+    row = dict(match[0])
+    genome = json.loads(row.pop("genome")) if row.get("genome") else {}
+    print(f"trial {args.trial} ({row['status']}): {row.get('summary', '')}")
+    print("genome:")
+    print(json.dumps(genome, indent=2))
+    print("metrics:")
+    for k, v in row.items():
+        if v not in ("", None) and k not in ("summary",):
+            print(f"  {k}: {v}")
+    validation = run.run_dir / "models" / args.trial / "validation.json"
+    if validation.exists():
+        print(f"exported model: {validation.parent / 'model_int8.tflite'}")
+        print(validation.read_text().rstrip())
+    return 0
+
+
 def _cmd_budgets() -> int:
     from asc_search.constraints import list_budgets
 
@@ -115,7 +203,7 @@ def _cmd_search(argv: list[str]) -> int:
         epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, val_fold=args.val_fold,
         frontends=_csv(args.frontends, str, "--frontends"), sample_rates_hz=_csv(args.sample_rates_hz, int,
                                                                                    "--sample-rates-hz"),
-        chunks_s=_csv(args.chunks_s, float, "--chunks-s"), deltas=_csv(args.deltas, int, "--deltas"),
+        chunks_s=_csv(args.chunks_s.replace("full", "0"), float, "--chunks-s"), deltas=_csv(args.deltas, int, "--deltas"),
         address=args.address, cpus_per_trial=args.cpus_per_trial,
         max_concurrent=args.max_concurrent, max_export=args.max_export,
     )
@@ -164,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_budgets()
         if argv and argv[0] == "data":
             return _cmd_data(argv[1:])
+        if argv and argv[0] in ("report", "trials", "show"):
+            return {"report": _cmd_report, "trials": _cmd_trials, "show": _cmd_show}[argv[0]](argv[1:])
         if argv and argv[0] == "search":
             argv = argv[1:]
         return _cmd_search(argv)

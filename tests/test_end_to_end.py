@@ -49,13 +49,65 @@ def _check_run(run: Path, *, max_bytes: int, max_macs: int, expect_classes: int,
     return pareto
 
 
+def _plotted_points(html: str) -> int:
+    """Markers in the first panel of a plotly pareto.html (one per candidate)."""
+    import re
+
+    data = json.loads(re.search(r"Plotly\.newPlot\(\s*\"pareto\",\s*(\[.*?\]),\s*\{", html, re.S).group(1))
+    return sum(len(t["x"]) for t in data if t.get("xaxis", "x") == "x")
+
+
 def test_search_on_esc10_with_a_tiny_budget(esc10, tmp_path):
     run = tmp_path / "esc"
     p = _run(["--budget", "dcase2022", "--max-macs", "4000000", "--max-int8-bytes", "40000", "--data", str(esc10),
               "--trials", "3", "--epochs", "3", "--out", str(run), "--max-export", "2"], cwd=tmp_path)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    assert "Pareto front" in p.stdout
-    _check_run(run, max_bytes=40_000, max_macs=4_000_000, expect_classes=10, max_export=2)
+    assert "Pareto front" in p.stdout and "trial 3/3" in p.stdout
+    pareto = _check_run(run, max_bytes=40_000, max_macs=4_000_000, expect_classes=10, max_export=2)
+    assert pareto["knee_trial_id"] in {f["trial_id"] for f in pareto["front"]}
+    n_rows = len(list(csv.DictReader(open(run / "trials.csv"))))
+    html = (run / "pareto.html").read_text()
+    assert _plotted_points(html) == n_rows and "<script src=" not in html  # self-contained, one marker each
+
+    # asc-search report rebuilds the same bytes
+    names = ("pareto.json", "pareto.png", "pareto.html", "report.md", "hypervolume.png")
+    before = {n: (run / n).read_bytes() for n in names}
+    p = _run(["report", str(run)], cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert {n: (run / n).read_bytes() for n in names} == before
+
+    # an interrupted run (no trials.csv yet) is read from Ray's trial folders
+    (run / "trials.csv").unlink()
+    p = _run(["report", str(run)], cwd=tmp_path)
+    assert p.returncode == 0 and "interrupted run" in p.stdout, p.stdout + p.stderr
+    assert json.loads((run / "pareto.json").read_text())["counts"] == pareto["counts"]
+    assert "Interrupted run" in (run / "report.md").read_text()
+
+    # a directory that is not a run: one line, exit code 2
+    p = _run(["report", str(tmp_path)], cwd=tmp_path)
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and "not an asc-search run" in p.stderr
+
+    p = _run(["trials", str(run), "--sort", "macs"], cwd=tmp_path)
+    assert p.returncode == 0 and pareto["front"][0]["trial_id"] in p.stdout
+    p = _run(["show", str(run), pareto["front"][0]["trial_id"]], cwd=tmp_path)
+    assert p.returncode == 0 and '"stages"' in p.stdout and "int8_float_agreement" in p.stdout
+
+
+def test_report_of_a_run_without_feasible_trained_candidate(tmp_path):
+    from asc_search.report import report_run
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("budget: {name: dcase2022, max_int8_bytes: 128000, max_macs: 30000000, "
+                                     "source: test}\nclasses: [a, b]\n")
+    cols = "trial_id,status,reasons,summary,params,int8_bytes,macs,best_val_accuracy,on_front,error\n"
+    (run / "trials.csv").write_text(cols + "rejected_00000,rejected,macs 90 > 30,x,1,200000,90000000,,False,\n"
+                                    "rejected_00001,rejected,int8_bytes,y,1,300000,50000000,,False,\n")
+    loaded = report_run(run)
+    assert loaded.front == [] and (run / "pareto.png").stat().st_size > 10_000
+    p = _run(["report", str(run)], cwd=tmp_path)
+    assert p.returncode == 0 and "no trained feasible candidate" in p.stdout
+    assert len(p.stdout.strip().splitlines()) == 1
 
 
 def test_same_command_on_fsdd_8khz_speech(fsdd, tmp_path):
@@ -67,12 +119,14 @@ def test_same_command_on_fsdd_8khz_speech(fsdd, tmp_path):
     run = tmp_path / "fsdd-run"
     p = _run(["--budget", "dcase2022", "--max-macs", "4000000", "--max-int8-bytes", "40000",
               "--data", str(manifest.parent), "--trials", "3", "--epochs", "3", "--out", str(run),
-              "--max-export", "1"], cwd=tmp_path)
+              "--chunks-s", "1,full", "--max-export", "1"], cwd=tmp_path)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     import yaml
 
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     assert cfg["sample_rates_hz"] == [8000] == cfg["search_space"]["sample_rates_hz"]
+    full_s = cfg["search_space"]["chunk_s"][-1]  # 'full' became the longest clip, rounded up to 0.1 s
+    assert cfg["search_space"]["chunk_s"][0] == 1.0 and 1.0 < full_s < 3.0
     _check_run(run, max_bytes=40_000, max_macs=4_000_000, expect_classes=10, max_export=1)
     data_report = json.loads((run / "data_report.json").read_text())
     assert data_report["skipped_files"] == 1 and data_report["skipped"][0]["path"].endswith("broken.wav")

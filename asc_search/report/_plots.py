@@ -14,7 +14,8 @@ from asc_search.constraints import Budget  # noqa: E402
 from asc_search.search._pareto import pareto_front  # noqa: E402
 
 
-def plot_pareto(rows: list[dict], budget: Budget, path: str | Path, *, title: str = "") -> Path:
+def plot_pareto(rows: list[dict], budget: Budget, path: str | Path, *, exported: set[str] | None = None,
+                knee: str | None = None, title: str = "") -> Path:
     """Write ``pareto.png``: two panels (accuracy vs M MACs per 1 s, accuracy vs INT8 KB).
 
     Completed trials are dots; members of the 3-objective Pareto front are red circles with their trial
@@ -26,6 +27,9 @@ def plot_pareto(rows: list[dict], budget: Budget, path: str | Path, *, title: st
         rows: Trial rows as in ``trials.csv``.
         budget: The run's budget.
         path: Output PNG.
+        exported: Trial ids exported to INT8 TFLite (labelled "INT8").
+        knee: Trial id of the knee point (labelled "knee").
+        title: Figure title.
     """
     done = [r for r in rows if r["status"] == "completed"]
     front = sorted((r for r in done if r.get("on_front")), key=lambda r: r["macs"])
@@ -61,8 +65,14 @@ def plot_pareto(rows: list[dict], budget: Budget, path: str | Path, *, title: st
                        facecolors="none", edgecolors="tab:red", lw=1.6,
                        label=f"Pareto front, 3 objectives ({len(front)})", zorder=5)
             for r in front:
-                ax.annotate(r["trial_id"][-8:], (r[key] / scale, r["best_val_accuracy"]), textcoords="offset points",
-                            xytext=(5, -3), fontsize=7, color="tab:red")
+                text = str(r["trial_id"])[-8:]
+                if exported and r["trial_id"] in exported:
+                    text += " INT8"
+                if r["trial_id"] == knee:
+                    text += " (knee)"
+                ax.annotate(text, (r[key] / scale, r["best_val_accuracy"]), textcoords="offset points",
+                            xytext=(5, -3), fontsize=7, color="tab:red",
+                            fontweight="bold" if r["trial_id"] == knee else "normal")
         if limit is not None:
             ax.axvline(limit / scale, ls="--", c="tab:orange", lw=1.4, label=f"{budget.name} limit")
             ax.axvspan(limit / scale, right, color="tab:orange", alpha=0.08)
@@ -73,6 +83,27 @@ def plot_pareto(rows: list[dict], budget: Budget, path: str | Path, *, title: st
         ax.grid(alpha=0.3)
     axes[0].legend(loc="lower right", fontsize=8)
     fig.suptitle(title or f"Pareto front under {budget.name}")
+    fig.tight_layout()
+    out = atomic_write(path, lambda p: fig.savefig(p, format="png", metadata={"Software": None}))
+    plt.close(fig)
+    return out
+
+
+def plot_hypervolume(values: list[float], path: str | Path, *, title: str = "") -> Path:
+    """Write ``hypervolume.png``: normalised (accuracy, MACs) hypervolume after each trained candidate.
+
+    Args:
+        values: Hypervolume after each completed trial, in order of completion.
+        path: Output PNG.
+        title: Figure title.
+    """
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
+    ax.plot(range(1, len(values) + 1), values, marker="o", ms=3, c="tab:blue")
+    ax.set_xlabel("trained candidates")
+    ax.set_ylabel("hypervolume (accuracy x MACs), normalised")
+    ax.set_ylim(0, max([1e-3] + values) * 1.1)
+    ax.grid(alpha=0.3)
+    ax.set_title(title or "hypervolume against trial count")
     fig.tight_layout()
     out = atomic_write(path, lambda p: fig.savefig(p, format="png", metadata={"Software": None}))
     plt.close(fig)

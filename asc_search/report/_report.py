@@ -1,33 +1,68 @@
-"""Run report: ``pareto.json``, ``pareto.png`` and ``report.md``."""
+"""Run report: ``pareto.json``, ``pareto.png``, ``pareto.html``, ``hypervolume.png`` and ``report.md``.
+
+Everything is rebuilt from the run directory (``load_run``), at the end of a search and by
+``asc-search report RUN`` alike, so the two give the same bytes.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from asc_search._io import write_json, write_text
-from asc_search.constraints import Budget
 from asc_search.frontends import FeatureCache
-from asc_search.report._plots import plot_pareto
+from asc_search.report._html import plot_pareto_html
+from asc_search.report._plots import plot_hypervolume, plot_pareto
+from asc_search.report._rundir import LoadedRun, load_run
+from asc_search.search._pareto import hypervolume_2d, knee_point
 
 FRONT_KEYS = ("trial_id", "genome_id", "summary", "best_val_accuracy", "best_val_log_loss", "best_val_uar",
               "macs", "int8_bytes", "params", "genome")
 
 
-def write_report(result, budget: Budget) -> dict[str, Path]:
-    """Write ``pareto.json``, ``pareto.png`` and ``report.md`` into the run directory.
+def hypervolume_reference(run: LoadedRun) -> tuple[float, float]:
+    """Reference point of the (accuracy, MACs) hypervolume: accuracy 0 and the budget's MACs limit
+    (or 1.1 × the largest MACs of the run when the budget has none)."""
+    if run.budget.max_macs is not None:
+        return (0.0, float(run.budget.max_macs))
+    macs = [r["macs"] for r in run.trials if r["status"] == "completed"]
+    return (0.0, 1.1 * max(macs, default=1.0))
 
-    Args:
-        result: A ``RunResult``.
-        budget: The run's budget.
+
+def hypervolume_by_trial(run: LoadedRun) -> list[float]:
+    """Hypervolume of (accuracy, MACs) after each completed trial, in order of completion."""
+    done = sorted((r for r in run.trials if r["status"] == "completed"),
+                  key=lambda r: (float(r.get("finished_at") or 0), str(r["trial_id"])))
+    ref = hypervolume_reference(run)
+    pts: list[tuple[float, float]] = []
+    out = []
+    for r in done:
+        pts.append((r["best_val_accuracy"], r["macs"]))
+        out.append(hypervolume_2d(pts, ref) / ref[1])
+    return out
+
+
+def report_run(run_dir: str | Path) -> LoadedRun:
+    """Read a run directory and (re)write its report files; return the run."""
+    run = load_run(run_dir)
+    write_report(run)
+    return run
+
+
+def write_report(run: LoadedRun) -> dict[str, Path]:
+    """Write the report files of ``run`` into its directory.
 
     Returns:
         Paths written, by name.
     """
-    run_dir = Path(result.run_dir)
-    by_id = {v.get("trial_id"): v for v in result.exported}
+    run_dir = run.run_dir
+    budget = run.budget
+    by_id = {v.get("trial_id"): v for v in run.exported}
+    knee_idx = knee_point([(r["best_val_accuracy"], r["macs"]) for r in run.front])
+    knee = run.front[knee_idx]["trial_id"] if knee_idx is not None else None
     front = []
-    for r in result.front:
+    for r in run.front:
         d = {k: r[k] for k in FRONT_KEYS}
+        d["knee"] = r["trial_id"] == knee
         v = by_id.get(r["trial_id"])
         if v is not None:
             d["validation"] = f"models/{r['trial_id']}/validation.json"
@@ -35,50 +70,66 @@ def write_report(result, budget: Budget) -> dict[str, Path]:
             d["int8_float_agreement"] = v.get("int8_float_agreement")
             d["deployable"] = v.get("deployable")
         front.append(d)
-    counts = {s: sum(r["status"] == s for r in result.trials) for s in ("completed", "rejected", "failed", "stopped")}
+    counts = {s: sum(r["status"] == s for r in run.trials) for s in ("completed", "rejected", "failed", "stopped")}
+    cache = FeatureCache(run_dir / "cache").stats()
+    hv = hypervolume_by_trial(run)
+    exported = set(by_id)
     paths = {
         "pareto.json": write_json(run_dir / "pareto.json", {
             "objectives": {"best_val_accuracy": "max", "macs": "min", "int8_bytes": "min"},
-            "budget": budget.__dict__, "counts": counts, "front": front,
-            "feature_cache": {k: v for k, v in FeatureCache(run_dir / "cache").stats().items() if k != "keys"},
+            "budget": budget.__dict__, "counts": counts, "knee_trial_id": knee,
+            "hypervolume_acc_macs": {"reference": list(hypervolume_reference(run)),
+                                     "normalised_by_trial": [round(h, 6) for h in hv]},
+            "front": front, "feature_cache": {k: v for k, v in cache.items() if k != "keys"},
         }),
-        "pareto.png": plot_pareto(result.trials, budget, run_dir / "pareto.png",
+        "pareto.png": plot_pareto(run.trials, budget, run_dir / "pareto.png", exported=exported, knee=knee,
                                   title=f"{run_dir.name}: Pareto front under {budget.name}"),
+        "pareto.html": plot_pareto_html(run.trials, budget, run_dir / "pareto.html", exported=exported,
+                                        title=f"{run_dir.name}: Pareto front under {budget.name}"),
+        "hypervolume.png": plot_hypervolume(hv, run_dir / "hypervolume.png",
+                                            title=f"{run_dir.name}: hypervolume (accuracy, MACs)"),
     }
-    lines = [f"# asc-search run `{run_dir.name}`", "", f"Budget: {budget.describe()}", "",
-             "## Data", ""]
-    ds = result.data_summary
+    lines = [f"# asc-search run `{run_dir.name}`", "", f"Budget: {budget.describe()}", ""]
+    if run.interrupted:
+        lines += ["**Interrupted run**: no trials.csv; the rows below come from Ray Tune's trial folders.", ""]
+    lines += ["## Data", ""]
+    ds = run.data_summary
     lines += [f"- clips: {ds.get('clips')} (train {ds.get('train_clips')}, validation {ds.get('validation_clips')})",
-              f"- classes: {len(ds.get('classes', []))}; sample rate {ds.get('sample_rate_hz')} Hz",
+              f"- classes: {len(ds.get('classes', []))}; sample rates {ds.get('sample_rates_hz')} Hz",
               f"- split: {ds.get('split_rule', '')}; layout {ds.get('layout', '')}; "
               f"clips left out by the layout: {ds.get('left_out_clips', 0)}",
               f"- skipped files: {ds.get('skipped_files', 0)}"]
     lines += [f"  - `{s['path']}`: {s['reason']}" for s in ds.get("skipped", [])]
     lines += ["", "## Candidates", "", "| status | count |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in counts.items()]
-    lines += ["", "## Pareto front", "", "| trial | genome | accuracy | M MACs | INT8 bytes | INT8 accuracy | "
-              "INT8/float agreement | deployable |", "|---|---|---|---|---|---|---|---|"]
+    if hv:
+        lines += ["", f"Hypervolume of (accuracy, MACs) against (0, {hypervolume_reference(run)[1]:,.0f} MACs), "
+                      f"normalised: {hv[-1]:.4f} after {len(hv)} trained candidates (`hypervolume.png`)."]
+    lines += ["", "## Pareto front", "", f"Knee point: {knee or '-'}. Interactive plot: `pareto.html`.", "",
+              "| trial | genome | accuracy | M MACs | INT8 bytes | INT8 accuracy | INT8/float agreement | deployable |",
+              "|---|---|---|---|---|---|---|---|"]
     for d in front:
         lines.append(
-            f"| {d['trial_id']} | `{_cell(d['summary'])}` | {d['best_val_accuracy']:.3f} | {d['macs'] / 1e6:.2f} | "
+            f"| {d['trial_id']}{' (knee)' if d['knee'] else ''} | `{_cell(d['summary'])}` | "
+            f"{d['best_val_accuracy']:.3f} | {d['macs'] / 1e6:.2f} | "
             f"{d['int8_bytes']:,} | {_fmt(d.get('int8_accuracy'))} | {_fmt(d.get('int8_float_agreement'))} | "
             f"{d.get('deployable', 'not exported')} |")
-    devices = sorted({d for v in result.exported for d in v.get("int8_per_device_accuracy", {})})
+    devices = sorted({d for v in run.exported for d in v.get("int8_per_device_accuracy", {})})
     if devices:
         lines += ["", "## Per-device accuracy of the exported models (INT8, validation split)", "",
                   "| trial | " + " | ".join(devices) + " |", "|---" * (len(devices) + 1) + "|"]
-        for v in result.exported:
+        for v in run.exported:
             acc = v.get("int8_per_device_accuracy", {})
             lines.append(f"| {v['trial_id']} | " + " | ".join(_fmt(acc.get(d)) for d in devices) + " |")
-    cache = FeatureCache(run_dir / "cache").stats()
     lines += ["", "## Feature cache", "",
               f"- distinct front-ends computed (misses): {cache['misses']}; cache hits: {cache['hits']}; "
               f"seconds computing features: {cache['seconds_computing']}"]
     lines += [f"  - `{k}`: {v['misses']} miss, {v['hits']} hits: {_layout_text(v['layout'])}"
               for k, v in sorted(cache["keys"].items())]
-    failed = [r for r in result.trials if r["status"] in ("failed", "stopped")]
+    failed = [r for r in run.trials if r["status"] in ("failed", "stopped")]
     if failed:
-        lines += ["", "## Failed trials", ""] + [f"- {r['trial_id']}: {r['error'] or r['status']}" for r in failed]
+        lines += ["", "## Failed or stopped trials", ""]
+        lines += [f"- {r['trial_id']}: {r.get('error') or r.get('stop_reason') or r['status']}" for r in failed]
     lines += ["", "![Pareto front](pareto.png)", ""]
     paths["report.md"] = write_text(run_dir / "report.md", "\n".join(lines))
     return paths
@@ -86,7 +137,7 @@ def write_report(result, budget: Budget) -> dict[str, Path]:
 
 def _layout_text(layout: dict) -> str:
     fe = layout.get("frontend", {})
-    return (f"{fe.get('kind', 'logmel')} {fe.get('n_bins', fe.get('n_mels'))} bins, {fe.get('sample_rate_hz')} Hz, "
+    return (f"{fe.get('kind', 'logmel')} {fe.get('n_bins')} bins, {fe.get('sample_rate_hz')} Hz, "
             f"hop {fe.get('hop_ms')} ms, chunk {layout.get('chunk_s')} s")
 
 

@@ -52,3 +52,47 @@ def hypervolume_2d(points: Sequence[tuple[float, float]], reference: tuple[float
         next_c = pts[i + 1][0] if i + 1 < len(pts) else reference[1]
         hv += (next_c - c) * (best_acc - reference[0])
     return hv
+
+
+def knee_point(points: Sequence[tuple[float, float]]) -> int | None:
+    """Index of the knee of a front of (accuracy max, cost min) points.
+
+    Both objectives are scaled to [0, 1] over the points; the knee is the point farthest above the line
+    that joins the cheapest and the most accurate point (the point where giving up accuracy stops buying
+    much cost). With fewer than three distinct points, the most accurate point.
+
+    Args:
+        points: ``(accuracy, cost)`` pairs.
+
+    Returns:
+        An index into ``points``, or None when there are none.
+    """
+    if not points:
+        return None
+    p = np.asarray(points, dtype=np.float64)
+    best = int(np.lexsort((p[:, 1], -p[:, 0]))[0])
+    cheap = int(np.lexsort((-p[:, 0], p[:, 1]))[0])
+    span = np.ptp(p, axis=0)
+    if len({tuple(x) for x in p.tolist()}) < 3 or (span == 0).any():
+        return best
+    q = (p - p.min(axis=0)) / span
+    x, y = q[:, 1], q[:, 0]  # x: normalised cost, y: normalised accuracy
+    ax, ay, bx, by = x[cheap], y[cheap], x[best], y[best]
+    above = (bx - ax) * (y - ay) - (by - ay) * (x - ax)  # > 0: more accuracy for the cost than the line
+    return int(np.argmax(above))
+
+
+def sort_rows(rows: list[dict]) -> list[dict]:
+    """Rows in the order of ``trials.csv``: trained, failed and stopped first, rejected last, each by trial id."""
+    return sorted(rows, key=lambda r: (r["status"] == "rejected", str(r["trial_id"])))
+
+
+def mark_front(rows: list[dict]) -> list[dict]:
+    """Set ``on_front`` on the completed rows of the Pareto front; return the front, sorted."""
+    done = [r for r in rows if r["status"] == "completed"]
+    for r in rows:
+        r["on_front"] = False
+    for i in pareto_front([(r["best_val_accuracy"], r["macs"], r["int8_bytes"]) for r in done], ("max", "min", "min")):
+        done[i]["on_front"] = True
+    return sorted((r for r in done if r["on_front"]),
+                  key=lambda r: (r["macs"], -r["best_val_accuracy"], str(r["trial_id"])))

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
@@ -19,10 +20,10 @@ from asc_search._io import write_json, write_text
 from asc_search.config import RunConfig
 from asc_search.constraints import Budget, count_complexity, get_budget
 from asc_search.data import DecodedDataset, decode_dataset, load_manifest, native_sample_rate_hz
-from asc_search.search._pareto import pareto_front
+from asc_search.search._pareto import mark_front, sort_rows
 from asc_search.search._searcher import MODES, OBJECTIVES, DefineByRunSpace, FeasibleOptunaSearch
 from asc_search.search._trainable import TrialSettings, train_candidate
-from asc_search.search_spaces import Genome, SpaceOptions
+from asc_search.search_spaces import FULL_CLIP, Genome, SpaceOptions
 
 log = logging.getLogger(__name__)
 
@@ -30,27 +31,8 @@ TRIAL_COLUMNS = [
     "trial_id", "status", "reasons", "genome_id", "genome", "summary", "kind", "sample_rate_hz", "n_bins", "hop_ms",
     "chunk_s", "deltas", "params",
     "int8_bytes", "macs", "best_val_accuracy", "best_val_log_loss", "best_val_uar", "best_epoch", "epochs_run",
-    "stop_reason", "on_front", "node_id", "error", "feature_cache_hit", "per_device_accuracy",
+    "stop_reason", "on_front", "node_id", "error", "feature_cache_hit", "per_device_accuracy", "finished_at",
 ]
-
-
-@dataclass(kw_only=True)
-class RunResult:
-    """What a finished run produced.
-
-    Args:
-        run_dir: The run directory.
-        trials: One row a candidate (trained, failed and rejected), as in ``trials.csv``.
-        front: Rows of the Pareto front, by MACs.
-        exported: Validation dicts of the exported front members.
-        data_summary: Counts of the decoded data, skipped files included.
-    """
-
-    run_dir: Path
-    trials: list[dict]
-    front: list[dict]
-    exported: list[dict] = field(default_factory=list)
-    data_summary: dict = field(default_factory=dict)
 
 
 def resolve_budget(config: RunConfig) -> Budget:
@@ -126,7 +108,7 @@ def _start_ray(config: RunConfig) -> bool:
     return True
 
 
-def run_search(config: RunConfig, *, on_progress: Callable[[str], None] | None = None) -> RunResult:
+def run_search(config: RunConfig, *, on_progress: Callable[[str], None] | None = None):
     """Run a whole search and write the run directory of DESIGN.md.
 
     Args:
@@ -134,7 +116,7 @@ def run_search(config: RunConfig, *, on_progress: Callable[[str], None] | None =
         on_progress: Called with short status lines (the CLI prints them).
 
     Returns:
-        The trials, the Pareto front and the exported models.
+        The run as ``asc_search.report.LoadedRun``: trials, Pareto front, exported models, data summary.
 
     Raises:
         UserInputError: Bad data or budget.
@@ -147,8 +129,10 @@ def run_search(config: RunConfig, *, on_progress: Callable[[str], None] | None =
         raise UserInputError(f"--out {run_dir} already holds a run; choose a new --out or delete it")
     options = space_options(config)
     data_by_rate, data_report = prepare_data(config)
-    options = replace(options, sample_rates_hz=tuple(sorted(data_by_rate)))
     data = next(iter(data_by_rate.values()))
+    full_s = math.ceil(max(len(w) for w in data.waveforms) / data.sample_rate_hz * 10) / 10
+    options = replace(options, sample_rates_hz=tuple(sorted(data_by_rate)),
+                      chunk_s=tuple(sorted({full_s if c == FULL_CLIP else c for c in options.chunk_s})))
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text(run_dir / "config.yaml", yaml.safe_dump({
         "run": config.to_dict(), "budget": budget.__dict__, "sample_rates_hz": sorted(data_by_rate),
@@ -159,16 +143,14 @@ def run_search(config: RunConfig, *, on_progress: Callable[[str], None] | None =
     say(f"data: {len(data.waveforms)} clips, {data.n_classes} classes, {sorted(data_by_rate)} Hz, "
         f"{len(data.skipped)} skipped file(s); budget {budget.describe()}")
     rows = _search(config, options, budget, data_by_rate, run_dir, say)
-    front = _finish_front(rows)
+    front = mark_front(rows)
     _write_trials(run_dir, rows)
-    result = RunResult(run_dir=run_dir, trials=rows, front=front, data_summary=data_report)
     from asc_search.deploy._bundle import export_front
 
-    result.exported = export_front(run_dir, front, data_by_rate, budget, max_export=config.max_export, say=say)
-    from asc_search.report import write_report
+    export_front(run_dir, front, data_by_rate, budget, max_export=config.max_export, say=say)
+    from asc_search.report import report_run
 
-    write_report(result, budget)
-    return result
+    return report_run(run_dir)
 
 
 def space_options(config: RunConfig) -> SpaceOptions:
@@ -306,6 +288,7 @@ def _row_from_result(r, n_classes: int) -> dict:
         "node_id": m.get("node_ip", ""), "error": _error_line(r.error),
         "feature_cache_hit": m.get("feature_cache_hit", ""),
         "per_device_accuracy": json.dumps(m.get("val_per_device_accuracy", {})),
+        "finished_at": m.get("timestamp", ""),
         "_checkpoint": r.checkpoint.path if (ok and r.checkpoint) else None,
     }
 
@@ -333,17 +316,9 @@ def _rejected_rows(path: Path) -> list[dict]:
             **_genome_columns(g),
             "params": c["params"], "int8_bytes": c["int8_bytes"], "macs": c["macs"], "best_val_accuracy": "",
             "best_val_log_loss": "", "best_val_uar": "", "best_epoch": "", "epochs_run": 0, "stop_reason": "",
-            "on_front": False, "node_id": "", "error": "", "_checkpoint": None,
+            "on_front": False, "node_id": "", "error": "", "finished_at": d.get("time", ""), "_checkpoint": None,
         })
     return rows
-
-
-def _finish_front(rows: list[dict]) -> list[dict]:
-    done = [r for r in rows if r["status"] == "completed"]
-    idx = pareto_front([(r["best_val_accuracy"], r["macs"], r["int8_bytes"]) for r in done], MODES)
-    for i in idx:
-        done[i]["on_front"] = True
-    return sorted((done[i] for i in idx), key=lambda r: (r["macs"], -r["best_val_accuracy"]))
 
 
 def _write_trials(run_dir: Path, rows: list[dict]) -> None:
@@ -353,7 +328,7 @@ def _write_trials(run_dir: Path, rows: list[dict]) -> None:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=TRIAL_COLUMNS, extrasaction="ignore")
     w.writeheader()
-    for r in sorted(rows, key=lambda r: (r["status"] == "rejected", r["trial_id"])):
+    for r in sort_rows(rows):
         w.writerow(r)
     write_text(run_dir / "trials.csv", buf.getvalue())
 
@@ -376,9 +351,4 @@ def copy_checkpoint(row: dict, dest: Path) -> Path:
     return dest / "model.pt"
 
 
-def front_table(front: list[dict]) -> list[dict]:
-    """Front rows reduced to the printed columns."""
-    return [{k: r[k] for k in ("trial_id", "summary", "best_val_accuracy", "macs", "int8_bytes")} for r in front]
-
-
-__all__ = ["RunResult", "copy_checkpoint", "prepare_data", "resolve_budget", "run_search"]
+__all__ = ["copy_checkpoint", "prepare_data", "resolve_budget", "run_search", "space_options"]

@@ -2,9 +2,10 @@
 
 from asc_search.search_spaces._builder import CandidateCNN, build_model
 from asc_search.search_spaces._genome import ConvStage, FrontendGenes, Genome
-from asc_search.search_spaces._space import SpaceOptions, genome_from_params, sample_genome
+from asc_search.search_spaces._space import FULL_CLIP, SpaceOptions, genome_from_params, sample_genome
 
 __all__ = [
+    "FULL_CLIP",
     "CandidateCNN",
     "ConvStage",
     "FrontendGenes",

@@ -14,6 +14,7 @@ from asc_search.search_spaces._genome import ACTIVATIONS, KERNELS, POOLS, ConvSt
 
 SAMPLE_RATES_HZ = (1000, 2000, 4000, 8000, 16000, 22050, 32000, 44100)
 CQT_F_MIN_HZ = 50.0
+FULL_CLIP = 0.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -26,7 +27,8 @@ class SpaceOptions:
             rate (the low-sampling-rate self-distillation seed goes down to 1-2 kHz for privacy and power).
         n_bins: Mel / gammatone / CQT bin choices.
         hop_ms: Frame hop choices (ms).
-        chunk_s: Patch length choices (s).
+        chunk_s: Patch length choices (s); ``FULL_CLIP`` (0) stands for the longest clip of the data and is
+            replaced by that length (s, rounded up to 0.1 s) when the run starts.
         deltas: Delta-channel choices (0, 1, 2).
         min_stages: Fewest conv stages.
         max_stages: Most conv stages.
@@ -71,8 +73,9 @@ class SpaceOptions:
             raise UserInputError(f"sample rates must be > 0 Hz, got {list(self.sample_rates_hz)}")
         if set(self.deltas) - {0, 1, 2}:
             raise UserInputError(f"deltas must be 0, 1 or 2, got {list(self.deltas)}")
-        if any(c <= 0 for c in self.chunk_s):
-            raise UserInputError(f"chunk lengths must be > 0 s, got {list(self.chunk_s)}")
+        if any(c < 0 for c in self.chunk_s):
+            raise UserInputError(f"chunk lengths must be > 0 s (or 0 / 'full' for the full clip), got "
+                                 f"{list(self.chunk_s)}")
         if not 1 <= self.min_stages <= self.max_stages:
             raise UserInputError(f"need 1 <= min_stages <= max_stages, got {self.min_stages}, {self.max_stages}")
 

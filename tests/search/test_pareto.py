@@ -17,3 +17,12 @@ def test_hypervolume_2d():
     assert hypervolume_2d([(0.5, 1.0)], (0.0, 2.0)) == pytest.approx(0.5)
     assert hypervolume_2d([(0.5, 1.0), (0.8, 1.5)], (0.0, 2.0)) == pytest.approx(0.5 * 0.5 + 0.8 * 0.5)
     assert hypervolume_2d([(0.5, 3.0)], (0.0, 2.0)) == 0.0
+
+
+def test_knee_point_prefers_the_bend_of_the_front():
+    from asc_search.search import knee_point
+
+    front = [(0.50, 1.0), (0.80, 2.0), (0.85, 10.0), (0.86, 30.0)]
+    assert knee_point(front) == 1
+    assert knee_point([(0.5, 1.0)]) == 0
+    assert knee_point([]) is None
