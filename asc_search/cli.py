@@ -209,9 +209,45 @@ def _cmd_search(argv: list[str]) -> int:
     )
     resolve_budget(config)  # unknown budget: usage error before anything starts
     space_options(config)  # bad space choices: usage error before anything starts
-    result = run_search(config, on_progress=lambda msg: print(f"asc-search: {msg}", flush=True))
+    if sys.stdout.isatty():
+        from rich.console import Console
+        from rich.live import Live
+
+        panel = _LivePanel()
+        with Live(panel, console=Console(), refresh_per_second=2, transient=False) as live:
+            result = run_search(config, on_progress=lambda msg: live.console.print(f"asc-search: {msg}"),
+                                on_state=panel.update)
+    else:  # CI, pipes, files: plain log lines
+        result = run_search(config, on_progress=lambda msg: print(f"asc-search: {msg}", flush=True))
     _print_front(result)
     return 0
+
+
+class _LivePanel:
+    """Rich renderable of the search's live state (re-read at every refresh, so the clock moves)."""
+
+    def __init__(self) -> None:
+        self.state = None
+
+    def update(self, state) -> None:
+        self.state = state
+
+    def __rich__(self):
+        from rich.panel import Panel
+        from rich.table import Table
+
+        s = self.state
+        grid = Table.grid(padding=(0, 2))
+        if s is None:
+            grid.add_row("preparing data and starting Ray ...")
+            return Panel(grid, title="asc-search")
+        remaining = "-" if s.remaining_s is None else f"{s.remaining_s:.0f} s"
+        grid.add_row("trials done", f"{s.done}/{s.total}", "running", str(s.running), "rejected", str(s.rejected),
+                     "failed", str(s.failed))
+        grid.add_row("best feasible accuracy", f"{s.best_accuracy:.3f}", "front size", str(s.front_size),
+                     "hypervolume", f"{s.hypervolume:.3f}", "", "")
+        grid.add_row("elapsed", f"{s.elapsed_s:.0f} s", "remaining time budget", remaining, "", "", "", "")
+        return Panel(grid, title="asc-search: search in progress")
 
 
 def _csv(text: str, kind, flag: str) -> tuple:

@@ -1,12 +1,13 @@
 """Search: Ray Tune + Optuna orchestration, the feasibility-filtering searcher and the Pareto front."""
 
 from asc_search.search._pareto import hypervolume_2d, knee_point, mark_front, pareto_front, sort_rows
-from asc_search.search._run import prepare_data, resolve_budget, run_search, space_options
+from asc_search.search._run import SearchProgress, prepare_data, resolve_budget, run_search, space_options
 from asc_search.search._searcher import MODES, OBJECTIVES, DefineByRunSpace, FeasibleOptunaSearch
 
 __all__ = [
     "MODES",
     "OBJECTIVES",
+    "SearchProgress",
     "DefineByRunSpace",
     "FeasibleOptunaSearch",
     "hypervolume_2d",

@@ -9,7 +9,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
@@ -20,7 +20,7 @@ from asc_search._io import write_json, write_text
 from asc_search.config import RunConfig
 from asc_search.constraints import Budget, count_complexity, get_budget
 from asc_search.data import DecodedDataset, decode_dataset, load_manifest, native_sample_rate_hz
-from asc_search.search._pareto import mark_front, sort_rows
+from asc_search.search._pareto import hypervolume_2d, mark_front, pareto_front, sort_rows
 from asc_search.search._searcher import MODES, OBJECTIVES, DefineByRunSpace, FeasibleOptunaSearch
 from asc_search.search._trainable import TrialSettings, train_candidate
 from asc_search.search_spaces import FULL_CLIP, Genome, SpaceOptions
@@ -108,12 +108,14 @@ def _start_ray(config: RunConfig) -> bool:
     return True
 
 
-def run_search(config: RunConfig, *, on_progress: Callable[[str], None] | None = None):
+def run_search(config: RunConfig, *, on_progress: Callable[[str], None] | None = None,
+               on_state: Callable[[SearchProgress], None] | None = None):
     """Run a whole search and write the run directory of DESIGN.md.
 
     Args:
         config: The run configuration.
         on_progress: Called with short status lines (the CLI prints them).
+        on_state: Called with the live ``SearchProgress`` after each trial starts or ends.
 
     Returns:
         The run as ``asc_search.report.LoadedRun``: trials, Pareto front, exported models, data summary.
@@ -142,7 +144,7 @@ def run_search(config: RunConfig, *, on_progress: Callable[[str], None] | None =
     write_json(run_dir / "data_report.json", data_report)
     say(f"data: {len(data.waveforms)} clips, {data.n_classes} classes, {sorted(data_by_rate)} Hz, "
         f"{len(data.skipped)} skipped file(s); budget {budget.describe()}")
-    rows = _search(config, options, budget, data_by_rate, run_dir, say)
+    rows = _search(config, options, budget, data_by_rate, run_dir, say, on_state)
     front = mark_front(rows)
     _write_trials(run_dir, rows)
     from asc_search.deploy._bundle import export_front
@@ -160,7 +162,8 @@ def space_options(config: RunConfig) -> SpaceOptions:
 
 
 def _search(config: RunConfig, options: SpaceOptions, budget: Budget, data_by_rate: dict[int, DecodedDataset],
-            run_dir: Path, say: Callable[[str], None]) -> list[dict]:
+            run_dir: Path, say: Callable[[str], None],
+            on_state: Callable[[SearchProgress], None] | None = None) -> list[dict]:
     import ray
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
@@ -171,6 +174,7 @@ def _search(config: RunConfig, options: SpaceOptions, budget: Budget, data_by_ra
     rejections = run_dir / "rejected.jsonl"
     searcher = FeasibleOptunaSearch(space=space, rejections_path=rejections, metric=list(OBJECTIVES),
                                     mode=list(MODES), sampler=_make_sampler(config.sampler, config.seed))
+    progress = SearchProgress(total=config.trials, time_budget_s=config.time_budget_s, max_macs=budget.max_macs)
     started = _start_ray(config)
     try:
         cpus = ray.cluster_resources().get("CPU", 1.0)
@@ -187,7 +191,7 @@ def _search(config: RunConfig, options: SpaceOptions, budget: Budget, data_by_ra
                                         num_samples=config.trials, time_budget_s=config.time_budget_s,
                                         reuse_actors=True, trial_dirname_creator=_trial_dirname),
             run_config=tune.RunConfig(name="tune", storage_path=str(run_dir), verbose=0,
-                                      callbacks=[_ProgressCallback(say, config.trials, searcher)],
+                                      callbacks=[_ProgressCallback(say, progress, searcher, on_state)],
                                       failure_config=tune.FailureConfig(max_failures=0),
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
         )
@@ -198,40 +202,119 @@ def _search(config: RunConfig, options: SpaceOptions, budget: Budget, data_by_ra
         say(f"search finished in {time.time() - t0:.0f} s")
         rows = [_row_from_result(r, data.n_classes) for r in grid]
     finally:
+        _LISTENERS.clear()
         if started:
             ray.shutdown()
     rows += _rejected_rows(rejections)
     return rows
 
 
+@dataclass(kw_only=True)
+class SearchProgress:
+    """Live state of a search, for progress displays.
+
+    Args:
+        total: Trials the run trains.
+        time_budget_s: The search's wall-clock limit (s), or None.
+        max_macs: MACs limit of the budget (hypervolume reference), or None.
+        started_at: ``time.time()`` at the start of the search.
+        done: Trials completed. running: Trials running. failed: Trials that raised.
+        rejected: Candidates rejected before training.
+        best_accuracy: Best validation accuracy so far.
+        front_size: Members of the (accuracy, MACs, INT8 bytes) Pareto front so far.
+        hypervolume: Normalised (accuracy, MACs) hypervolume so far.
+    """
+
+    total: int
+    time_budget_s: float | None
+    max_macs: int | None
+    started_at: float = field(default_factory=time.time)
+    done: int = 0
+    running: int = 0
+    failed: int = 0
+    rejected: int = 0
+    best_accuracy: float = 0.0
+    front_size: int = 0
+    hypervolume: float = 0.0
+    points: list[tuple[float, int, int]] = field(default_factory=list)
+
+    @property
+    def elapsed_s(self) -> float:
+        """Seconds since the search started."""
+        return time.time() - self.started_at
+
+    @property
+    def remaining_s(self) -> float | None:
+        """Seconds left of the time budget, or None without one."""
+        return None if self.time_budget_s is None else max(0.0, self.time_budget_s - self.elapsed_s)
+
+    def add(self, accuracy: float, macs: int, int8_bytes: int) -> None:
+        """Record a completed trial and update the front and the hypervolume."""
+        self.done += 1
+        self.best_accuracy = max(self.best_accuracy, accuracy)
+        self.points.append((accuracy, macs, int8_bytes))
+        self.front_size = len(pareto_front(self.points, MODES))
+        ref_macs = float(self.max_macs or 1.1 * max(p[1] for p in self.points))
+        self.hypervolume = hypervolume_2d([(p[0], p[1]) for p in self.points], (0.0, ref_macs)) / ref_macs
+
+
+_LISTENERS: dict[int, tuple] = {}
+
+
 class _ProgressCallback(Callback):
-    """Ray Tune callback: one status line a finished trial (done / total, best accuracy, rejections).
+    """Ray Tune callback: keeps ``SearchProgress`` and says one line a finished trial.
+
+    Ray pickles its callbacks with the experiment state, so the listeners (a terminal display holds locks)
+    stay in a module-level table and the callback keeps only their key.
 
     Args:
         say: Receives the lines.
-        total: Trials the run trains.
+        progress: The state it updates.
         searcher: The searcher, for its count of rejected candidates.
+        on_state: Called with the state after each change (live displays).
     """
 
-    def __init__(self, say: Callable[[str], None], total: int, searcher: FeasibleOptunaSearch) -> None:
-        self.say, self.total, self.searcher, self.done, self.best = say, total, searcher, 0, 0.0
+    def __init__(self, say: Callable[[str], None], progress: SearchProgress, searcher: FeasibleOptunaSearch,
+                 on_state: Callable[[SearchProgress], None] | None = None) -> None:
+        self.progress, self.searcher = progress, searcher
+        self.listener_key = id(self)
+        _LISTENERS[self.listener_key] = (say, on_state)
 
-    def _line(self, trial, verdict: str) -> None:
-        self.done += 1
+    def say(self, line: str) -> None:
+        listener = _LISTENERS.get(self.listener_key)
+        if listener is not None:
+            listener[0](line)
+
+    def _changed(self) -> None:
+        self.progress.rejected = self.searcher.rejected
+        listener = _LISTENERS.get(self.listener_key)
+        if listener is not None and listener[1] is not None:
+            listener[1](self.progress)
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        self.progress.running += 1
+        self._changed()
+
+    def _finished(self, trial, verdict: str) -> None:
+        p = self.progress
+        p.running = max(0, p.running - 1)
         r = trial.last_result or {}
         acc = r.get("best_val_accuracy")
-        if acc is not None and verdict == "done":
-            self.best = max(self.best, acc)
+        if verdict == "done" and acc is not None and r.get("final"):
+            p.add(acc, r.get("macs", 0), r.get("int8_bytes", 0))
+        else:
+            p.failed += verdict == "FAILED"
+        self._changed()
         acc_text = f"acc {acc:.3f}" if acc is not None else "no result"
-        self.say(f"trial {self.done}/{self.total} {trial.trial_id} {verdict}: {acc_text}, "
+        self.say(f"trial {p.done + p.failed}/{p.total} {trial.trial_id} {verdict}: {acc_text}, "
                  f"{r.get('macs', 0) / 1e6:.2f} M MACs, {r.get('int8_bytes', 0):,} B; "
-                 f"best {self.best:.3f}; {self.searcher.rejected} rejected before training")
+                 f"best {p.best_accuracy:.3f}; front {p.front_size}; {p.rejected} rejected before training")
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        self._line(trial, "done")
+        self._finished(trial, "done")
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        self._line(trial, "FAILED")
+        self._finished(trial, "FAILED")
 
 
 def _trial_dirname(trial) -> str:
