@@ -65,6 +65,12 @@ def test_search_on_esc10_with_a_tiny_budget(esc10, tmp_path):
     assert "Pareto front" in p.stdout and "trial 3/3" in p.stdout
     pareto = _check_run(run, max_bytes=40_000, max_macs=4_000_000, expect_classes=10, max_export=2)
     assert pareto["knee_trial_id"] in {f["trial_id"] for f in pareto["front"]}
+    import optuna
+
+    study = optuna.load_study(study_name="asc-search", storage=f"sqlite:///{run / 'optuna.db'}")
+    assert len(study.trials) == len(list(csv.DictReader(open(run / "trials.csv"))))  # trained + rejected
+    assert any(t.user_attrs.get("rejected") for t in study.trials)
+    assert list((run / "tune").glob("trial_*/events.out.tfevents.*"))  # Ray's TensorBoard logs
     n_rows = len(list(csv.DictReader(open(run / "trials.csv"))))
     html = (run / "pareto.html").read_text()
     assert _plotted_points(html) == n_rows and "<script src=" not in html  # self-contained, one marker each

@@ -172,8 +172,12 @@ def _search(config: RunConfig, options: SpaceOptions, budget: Budget, data_by_ra
     space = DefineByRunSpace(options=options, budget=budget, n_classes=data.n_classes)
     _check_space_has_feasible(space)
     rejections = run_dir / "rejected.jsonl"
+    import optuna
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{run_dir / 'optuna.db'}")  # optuna-dashboard opens it
     searcher = FeasibleOptunaSearch(space=space, rejections_path=rejections, metric=list(OBJECTIVES),
-                                    mode=list(MODES), sampler=_make_sampler(config.sampler, config.seed))
+                                    mode=list(MODES), sampler=_make_sampler(config.sampler, config.seed),
+                                    storage=storage, study_name="asc-search")
     progress = SearchProgress(total=config.trials, time_budget_s=config.time_budget_s, max_macs=budget.max_macs)
     started = _start_ray(config)
     try:
