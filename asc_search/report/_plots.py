@@ -16,7 +16,25 @@ from asc_search.search._pareto import pareto_front  # noqa: E402
 
 def plot_pareto(rows: list[dict], budget: Budget, path: str | Path, *, exported: set[str] | None = None,
                 knee: str | None = None, title: str = "") -> Path:
-    """Write ``pareto.png``: two panels (accuracy vs M MACs per 1 s, accuracy vs INT8 KB).
+    """Write ``pareto.png`` (see ``pareto_figure``).
+
+    Args:
+        rows: Trial rows as in ``trials.csv``.
+        budget: The run's budget.
+        path: Output PNG.
+        exported: Trial ids exported to INT8 TFLite.
+        knee: Trial id of the knee point.
+        title: Figure title.
+    """
+    fig = pareto_figure(rows, budget, exported=exported, knee=knee, title=title)
+    out = atomic_write(path, lambda p: fig.savefig(p, format="png", metadata={"Software": None}))
+    plt.close(fig)
+    return out
+
+
+def pareto_figure(rows: list[dict], budget: Budget, *, exported: set[str] | None = None, knee: str | None = None,
+                  title: str = ""):
+    """The Pareto figure: two panels (accuracy vs M MACs per 1 s, accuracy vs INT8 KB).
 
     Completed trials are dots; members of the 3-objective Pareto front are red circles with their trial
     id; the red step line is the front of the panel's own two objectives; rejected candidates are grey
@@ -26,10 +44,12 @@ def plot_pareto(rows: list[dict], budget: Budget, path: str | Path, *, exported:
     Args:
         rows: Trial rows as in ``trials.csv``.
         budget: The run's budget.
-        path: Output PNG.
         exported: Trial ids exported to INT8 TFLite (labelled "INT8").
         knee: Trial id of the knee point (labelled "knee").
         title: Figure title.
+
+    Returns:
+        The matplotlib figure (the caller saves and closes it).
     """
     done = [r for r in rows if r["status"] == "completed"]
     front = sorted((r for r in done if r.get("on_front")), key=lambda r: r["macs"])
@@ -84,9 +104,7 @@ def plot_pareto(rows: list[dict], budget: Budget, path: str | Path, *, exported:
     axes[0].legend(loc="lower right", fontsize=8)
     fig.suptitle(title or f"Pareto front under {budget.name}")
     fig.tight_layout()
-    out = atomic_write(path, lambda p: fig.savefig(p, format="png", metadata={"Software": None}))
-    plt.close(fig)
-    return out
+    return fig
 
 
 def plot_hypervolume(values: list[float], path: str | Path, *, title: str = "") -> Path:
