@@ -285,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if argv and argv[0] == "budgets":
+            _Parser(prog="asc-search budgets", description="List the registered device budgets with their limits "
+                    "and source.", epilog="examples:\n  asc-search budgets",
+                    formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv[1:])
             return _cmd_budgets()
         if argv and argv[0] == "data":
             return _cmd_data(argv[1:])

@@ -90,6 +90,13 @@ def write_report(run: LoadedRun) -> dict[str, Path]:
                                             title=f"{run_dir.name}: hypervolume (accuracy, MACs)"),
     }
     lines = [f"# asc-search run `{run_dir.name}`", "", f"Budget: {budget.describe()}", ""]
+    cfg = run.config.get("run", {})
+    if cfg:
+        keys = ("data", "trials", "time_budget_s", "seed", "sampler", "epochs", "patience", "batch_size",
+                "frontends", "sample_rates_hz", "chunks_s", "deltas", "cpus_per_trial", "address")
+        lines += ["## Configuration", "", "| option | value |", "|---|---|"]
+        lines += [f"| {k} | {_cell(str(cfg.get(k)))} |" for k in keys if k in cfg]
+        lines += ["", "Full resolved configuration and search space: `config.yaml`.", ""]
     if run.interrupted:
         lines += ["**Interrupted run**: no trials.csv; the rows below come from Ray Tune's trial folders.", ""]
     lines += ["## Data", ""]
@@ -114,6 +121,18 @@ def write_report(run: LoadedRun) -> dict[str, Path]:
             f"{d['best_val_accuracy']:.3f} | {d['macs'] / 1e6:.2f} | "
             f"{d['int8_bytes']:,} | {_fmt(d.get('int8_accuracy'))} | {_fmt(d.get('int8_float_agreement'))} | "
             f"{d.get('deployable', 'not exported')} |")
+    if run.exported:
+        lines += ["", "## Exported models (INT8 TFLite, validated with LiteRT)", "",
+                  "| trial | .tflite bytes | INT8 weight bytes (graph) | M MACs (graph) | INT8 accuracy | log loss | "
+                  "UAR | INT8/float agreement | deployable |", "|---|---|---|---|---|---|---|---|---|"]
+        for v in run.exported:
+            if "error" in v:
+                lines.append(f"| {v['trial_id']} | export failed: {_cell(v['error'][:120])} | | | | | | | False |")
+                continue
+            q = v["int8"]
+            lines.append(f"| {v['trial_id']} | {v['file_bytes']:,} | {v['int8_bytes_tflite']:,} | "
+                         f"{v['macs_tflite'] / 1e6:.2f} | {q['accuracy']:.3f} | {q['log_loss']:.3f} | {q['uar']:.3f} | "
+                         f"{v['int8_float_agreement']:.3f} | {v['deployable']} |")
     devices = sorted({d for v in run.exported for d in v.get("int8_per_device_accuracy", {})})
     if devices:
         lines += ["", "## Per-device accuracy of the exported models (INT8, validation split)", "",

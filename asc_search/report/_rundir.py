@@ -36,6 +36,7 @@ class LoadedRun:
         exported: ``validation.json`` of each exported model, sorted by trial id.
         data_summary: ``data_report.json``.
         interrupted: True when ``trials.csv`` was missing and the rows came from Ray's trial folders.
+        config: ``config.yaml``.
     """
 
     run_dir: Path
@@ -45,6 +46,7 @@ class LoadedRun:
     exported: list[dict] = field(default_factory=list)
     data_summary: dict = field(default_factory=dict)
     interrupted: bool = False
+    config: dict = field(default_factory=dict)
 
 
 def _typed(row: dict) -> dict:
@@ -120,4 +122,4 @@ def load_run(run_dir: str | Path) -> LoadedRun:
     data_path = run_dir / "data_report.json"
     data_summary = json.loads(data_path.read_text()) if data_path.exists() else {}
     return LoadedRun(run_dir=run_dir, budget=budget, trials=rows, front=front, exported=exported,
-                     data_summary=data_summary, interrupted=interrupted)
+                     data_summary=data_summary, interrupted=interrupted, config=cfg)
