@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from asc_search._errors import UserInputError
-from asc_search.constraints import Budget, count_complexity
+from asc_search.constraints import Budget
 from asc_search.search._pareto import mark_front, sort_rows
 from asc_search.search_spaces import Genome
 
@@ -63,7 +63,7 @@ def _typed(row: dict) -> dict:
 
 
 def _rows_from_tune(run_dir: Path, n_classes: int) -> list[dict]:
-    from asc_search.search._run import _genome_columns, _rejected_rows
+    from asc_search.search._run import candidate_row, rejected_rows
 
     rows = []
     for trial_dir in sorted((run_dir / "tune").glob("trial_*")):
@@ -71,26 +71,18 @@ def _rows_from_tune(run_dir: Path, n_classes: int) -> list[dict]:
         if not params_path.exists():
             continue
         cfg = json.loads(params_path.read_text())
-        if "genome" not in cfg:
-            continue
-        g = Genome.from_dict(cfg["genome"])
-        c = count_complexity(g, n_classes=n_classes)
         lines = [ln for ln in result_path.read_text().splitlines() if ln.strip()] if result_path.exists() else []
         m = json.loads(lines[-1]) if lines else {}
         done = bool(m.get("final"))
-        rows.append({
-            "trial_id": m.get("trial_id", trial_dir.name.removeprefix("trial_")),
-            "status": "completed" if done else "stopped", "reasons": "", "genome_id": g.genome_id,
-            "genome": g.to_json(), "summary": g.summary(), **_genome_columns(g), "params": c.params,
-            "int8_bytes": c.int8_bytes, "macs": c.macs, "best_val_accuracy": m.get("best_val_accuracy", ""),
-            "best_val_log_loss": m.get("best_val_log_loss", ""), "best_val_uar": m.get("best_val_uar", ""),
-            "best_epoch": m.get("best_epoch", ""), "epochs_run": m.get("epoch", ""),
-            "stop_reason": m.get("stop_reason", "" if done else "interrupted"), "on_front": False,
-            "node_id": m.get("node_ip", ""), "error": "", "feature_cache_hit": m.get("feature_cache_hit", ""),
-            "per_device_accuracy": json.dumps(m.get("val_per_device_accuracy", {})),
-            "finished_at": m.get("timestamp", ""),
-        })
-    return rows + _rejected_rows(run_dir / "rejected.jsonl")
+        if not done:
+            m.setdefault("stop_reason", "interrupted")
+        rows.append(candidate_row(
+            trial_id=m.get("trial_id", trial_dir.name.removeprefix("trial_")),
+            status="completed" if done else "stopped",
+            genome=Genome.from_dict(cfg["genome"]) if "genome" in cfg else None, n_classes=n_classes, metrics=m,
+            finished_at=m.get("timestamp", ""),
+        ))
+    return rows + rejected_rows(run_dir / "rejected.jsonl", n_classes)
 
 
 def load_run(run_dir: str | Path) -> LoadedRun:

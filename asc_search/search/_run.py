@@ -209,7 +209,7 @@ def _search(config: RunConfig, options: SpaceOptions, budget: Budget, data_by_ra
         _LISTENERS.clear()
         if started:
             ray.shutdown()
-    rows += _rejected_rows(rejections)
+    rows += rejected_rows(rejections, data.n_classes)
     return rows
 
 
@@ -350,34 +350,53 @@ def _check_space_has_feasible(space: DefineByRunSpace) -> None:
         )
 
 
-def _genome_columns(g: Genome | None) -> dict:
+def candidate_row(*, trial_id: str, status: str, genome: Genome | None, n_classes: int, metrics: dict | None = None,
+                  reasons: str = "", error: str = "", finished_at: float | str = "",
+                  checkpoint: str | None = None) -> dict:
+    """One row of ``trials.csv`` (all ``TRIAL_COLUMNS`` plus the private ``_checkpoint``).
+
+    Args:
+        trial_id: Ray trial id, or ``rejected_NNNNN``.
+        status: ``completed``, ``rejected``, ``failed`` or ``stopped``.
+        genome: The candidate (None when Ray lost its config).
+        n_classes: Output classes (complexity counting).
+        metrics: The trial's last Tune report.
+        reasons: Why the candidate was rejected before training.
+        error: Last line of a failed trial's error.
+        finished_at: Unix time the trial ended or was rejected.
+        checkpoint: Folder of the trial's best checkpoint.
+    """
+    m = metrics or {}
+    c = count_complexity(genome, n_classes=n_classes) if genome else None
     keys = ("kind", "sample_rate_hz", "n_bins", "hop_ms", "chunk_s", "deltas")
-    return {k: getattr(g.frontend, k) if g else "" for k in keys}
+    return {
+        "trial_id": trial_id, "status": status, "reasons": reasons,
+        "genome_id": genome.genome_id if genome else "", "genome": genome.to_json() if genome else "",
+        "summary": genome.summary() if genome else "",
+        **{k: getattr(genome.frontend, k) if genome else "" for k in keys},
+        "params": c.params if c else "", "int8_bytes": c.int8_bytes if c else "", "macs": c.macs if c else "",
+        "best_val_accuracy": m.get("best_val_accuracy", ""), "best_val_log_loss": m.get("best_val_log_loss", ""),
+        "best_val_uar": m.get("best_val_uar", ""), "best_epoch": m.get("best_epoch", ""),
+        "epochs_run": m.get("epoch", 0 if status == "rejected" else ""), "stop_reason": m.get("stop_reason", ""),
+        "on_front": False, "node_id": m.get("node_ip", ""), "error": error,
+        "feature_cache_hit": m.get("feature_cache_hit", ""),
+        "per_device_accuracy": json.dumps(m.get("val_per_device_accuracy", {})) if genome and status != "rejected"
+        else "",
+        "finished_at": finished_at, "_checkpoint": checkpoint,
+    }
 
 
 def _row_from_result(r, n_classes: int) -> dict:
     cfg = r.config or {}
-    genome = Genome.from_dict(cfg["genome"]) if "genome" in cfg else None
     m = r.metrics or {}
-    c = count_complexity(genome, n_classes=n_classes) if genome else None
     ok = r.error is None and m.get("final", False)
-    status = "completed" if ok else ("failed" if r.error is not None else "stopped")
-    return {
-        "trial_id": m.get("trial_id") or Path(r.path).name,
-        "status": status, "reasons": "",
-        "genome_id": genome.genome_id if genome else "", "genome": genome.to_json() if genome else "",
-        "summary": genome.summary() if genome else "",
-        **_genome_columns(genome),
-        "params": c.params if c else "", "int8_bytes": c.int8_bytes if c else "", "macs": c.macs if c else "",
-        "best_val_accuracy": m.get("best_val_accuracy", ""), "best_val_log_loss": m.get("best_val_log_loss", ""),
-        "best_val_uar": m.get("best_val_uar", ""), "best_epoch": m.get("best_epoch", ""),
-        "epochs_run": m.get("epoch", ""), "stop_reason": m.get("stop_reason", ""), "on_front": False,
-        "node_id": m.get("node_ip", ""), "error": _error_line(r.error),
-        "feature_cache_hit": m.get("feature_cache_hit", ""),
-        "per_device_accuracy": json.dumps(m.get("val_per_device_accuracy", {})),
-        "finished_at": m.get("timestamp", ""),
-        "_checkpoint": r.checkpoint.path if (ok and r.checkpoint) else None,
-    }
+    return candidate_row(
+        trial_id=m.get("trial_id") or Path(r.path).name.removeprefix("trial_"),
+        status="completed" if ok else ("failed" if r.error is not None else "stopped"),
+        genome=Genome.from_dict(cfg["genome"]) if "genome" in cfg else None, n_classes=n_classes, metrics=m,
+        error=_error_line(r.error), finished_at=m.get("timestamp", ""),
+        checkpoint=r.checkpoint.path if (ok and r.checkpoint) else None,
+    )
 
 
 def _error_line(err) -> str:
@@ -387,24 +406,17 @@ def _error_line(err) -> str:
     return text[-1][:300] if text else type(err).__name__
 
 
-def _rejected_rows(path: Path) -> list[dict]:
+def rejected_rows(path: Path, n_classes: int) -> list[dict]:
+    """Rows of the candidates rejected before training, from ``rejected.jsonl``."""
     if not path.exists():
         return []
     rows = []
     for line in path.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        d = json.loads(line)
-        g = Genome.from_dict(d["genome"])
-        c = d["complexity"]
-        rows.append({
-            "trial_id": d["trial_id"], "status": "rejected", "reasons": "; ".join(d["reasons"]),
-            "genome_id": g.genome_id, "genome": g.to_json(), "summary": g.summary(),
-            **_genome_columns(g),
-            "params": c["params"], "int8_bytes": c["int8_bytes"], "macs": c["macs"], "best_val_accuracy": "",
-            "best_val_log_loss": "", "best_val_uar": "", "best_epoch": "", "epochs_run": 0, "stop_reason": "",
-            "on_front": False, "node_id": "", "error": "", "finished_at": d.get("time", ""), "_checkpoint": None,
-        })
+        if line.strip():
+            d = json.loads(line)
+            rows.append(candidate_row(trial_id=d["trial_id"], status="rejected", genome=Genome.from_dict(d["genome"]),
+                                      n_classes=n_classes, reasons="; ".join(d["reasons"]),
+                                      finished_at=d.get("time", "")))
     return rows
 
 
