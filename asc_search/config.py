@@ -70,6 +70,12 @@ class RunConfig:
             raise UserInputError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
         if self.epochs < 1:
             raise UserInputError(f"--epochs must be >= 1, got {self.epochs}")
+        if self.patience < 1:
+            raise UserInputError(f"--patience must be >= 1 epoch, got {self.patience}")
+        if self.batch_size < 1:
+            raise UserInputError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.max_concurrent is not None and self.max_concurrent < 1:
+            raise UserInputError(f"--max-concurrent must be >= 1, got {self.max_concurrent}")
         if self.cpus_per_trial <= 0:
             raise UserInputError(f"--cpus-per-trial must be > 0, got {self.cpus_per_trial}")
         if self.max_export < 0:

@@ -46,3 +46,21 @@ def test_help_has_examples(capsys, flag):
         main([flag])
     assert e.value.code == 0
     assert "examples:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flag,value", [("--patience", "0"), ("--batch-size", "0"), ("--max-concurrent", "-1"),
+                                        ("--deltas", "3"), ("--frontends", "mfcc")])
+def test_bad_settings_fail_before_anything_starts(capsys, esc10, tmp_path, flag, value):
+    assert main(["--data", str(esc10), flag, value, "--out", str(tmp_path / "run")]) == 2
+    assert value in _one_line_error(capsys)
+    assert not (tmp_path / "run").exists()
+
+
+def test_short_chunks_are_not_mistaken_for_an_infeasible_space():
+    from asc_search.constraints import get_budget
+    from asc_search.search import DefineByRunSpace
+    from asc_search.search._run import _check_space_has_feasible
+    from asc_search.search_spaces import SpaceOptions
+
+    space = DefineByRunSpace(options=SpaceOptions(chunk_s=(0.1,)), budget=get_budget("dcase2022"), n_classes=10)
+    _check_space_has_feasible(space)  # a 16 ms hop without pooling fits a 0.1 s patch

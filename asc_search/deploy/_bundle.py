@@ -13,7 +13,7 @@ import torch
 from asc_search._io import write_json, write_text
 from asc_search.constraints import Budget, count_complexity, patch_layout
 from asc_search.data import DecodedDataset
-from asc_search.deploy._export import ExportError, export_int8_tflite
+from asc_search.deploy._export import export_int8_tflite
 from asc_search.deploy._validate import run_int8, tflite_complexity
 from asc_search.frontends import FeatureCache
 from asc_search.search_spaces import Genome, build_model
@@ -69,7 +69,8 @@ def export_and_validate(model_pt: Path, data_by_rate: dict[int, DecodedDataset],
     train = np.flatnonzero(~data.is_validation)
     val = np.flatnonzero(data.is_validation)
     rng = np.random.default_rng(0)
-    x_train, _ = features.patches(train)
+    calib_clips = np.sort(rng.permutation(train)[:CALIBRATION_PATCHES])  # patches of a clip subset only
+    x_train, _ = features.patches(calib_clips)
     calib = norm.apply(x_train[rng.permutation(len(x_train))[:CALIBRATION_PATCHES]])
     out_dir = model_pt.parent
     tflite_path = out_dir / "model_int8.tflite"
@@ -79,7 +80,8 @@ def export_and_validate(model_pt: Path, data_by_rate: dict[int, DecodedDataset],
     x_val, owner = features.patches(val)
     x_val = norm.apply(x_val)
     with torch.inference_mode():
-        float_probs = torch.softmax(model(torch.from_numpy(x_val)), dim=1).numpy()
+        float_probs = np.concatenate([torch.softmax(model(torch.from_numpy(x_val[i:i + 256])), dim=1).numpy()
+                                      for i in range(0, len(x_val), 256)])
     int8_logits = run_int8(tflite_path, x_val, xnnpack=True)
     int8_probs = _softmax(int8_logits)
     y = data.labels[val]
@@ -115,7 +117,8 @@ def export_and_validate(model_pt: Path, data_by_rate: dict[int, DecodedDataset],
     }
     write_json(out_dir / "validation.json", report)
     write_text(out_dir / "labels.txt", "\n".join(ckpt["class_names"]) + "\n")
-    write_json(out_dir / "frontend.json", {**layout.key(), "patch_frames": layout.patch_frames,
+    write_json(out_dir / "frontend.json", {"frontend": layout.frontend.to_dict(), "chunk_s": layout.chunk_s,
+                                           "patch_frames": layout.patch_frames,
                                            "patch_hop_frames": layout.patch_hop_frames,
                                            "normalisation": ckpt["normalisation"],
                                            "model_input": "int8 [1, n_bins, patch_frames, 1 + deltas] = quantise("
@@ -146,9 +149,9 @@ def export_front(run_dir: Path, front: list[dict], data_by_rate: dict[int, Decod
         try:
             model_pt = copy_checkpoint(row, dest)
             v = export_and_validate(model_pt, data_by_rate, cache, budget)
-        except ExportError as exc:
-            log.error("export of %s failed: %s", row["trial_id"], exc)
-            v = {"trial_id": row["trial_id"], "error": str(exc), "deployable": False}
+        except Exception as exc:  # noqa: BLE001 - one failed member must not cost the others or the report
+            log.error("export of %s failed: %s: %s", row["trial_id"], type(exc).__name__, exc)
+            v = {"trial_id": row["trial_id"], "error": f"{type(exc).__name__}: {exc}", "deployable": False}
             write_json(dest / "validation.json", v)
         row["exported"] = True
         out.append(v)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from asc_search._errors import UserInputError
-from asc_search._io import atomic_write
+from asc_search._io import atomic_write, read_jsonl
 from asc_search.data import DecodedDataset, count_patches, pad_to_patches
 from asc_search.frontends._registry import FrontendConfig, build_frontend, compute_deltas
 
@@ -234,10 +234,7 @@ class FeatureCache:
         path = self.root / EVENTS_FILE
         if not path.exists():
             return out
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if not line.strip():
-                continue
-            e = json.loads(line)
+        for e in read_jsonl(path):
             k = out["keys"].setdefault(e["key"], {"hits": 0, "misses": 0, "layout": e["layout"]})
             field = "hits" if e["hit"] else "misses"
             k[field] += 1

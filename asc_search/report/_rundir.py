@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from asc_search._errors import UserInputError
+from asc_search._io import read_jsonl
 from asc_search.constraints import Budget
 from asc_search.search._pareto import mark_front, sort_rows
 from asc_search.search_spaces import Genome
@@ -71,14 +72,16 @@ def _rows_from_tune(run_dir: Path, n_classes: int) -> list[dict]:
         if not params_path.exists():
             continue
         cfg = json.loads(params_path.read_text())
-        lines = [ln for ln in result_path.read_text().splitlines() if ln.strip()] if result_path.exists() else []
-        m = json.loads(lines[-1]) if lines else {}
+        results = read_jsonl(result_path) if result_path.exists() else []
+        m = results[-1] if results else {}
         done = bool(m.get("final"))
-        if not done:
+        failed = (trial_dir / "error.txt").exists()
+        if not done and not failed:
             m.setdefault("stop_reason", "interrupted")
+        error = (trial_dir / "error.txt").read_text(errors="replace").strip().splitlines()[-1:] if failed else []
         rows.append(candidate_row(
             trial_id=m.get("trial_id", trial_dir.name.removeprefix("trial_")),
-            status="completed" if done else "stopped",
+            status="completed" if done else ("failed" if failed else "stopped"), error="".join(error)[:300],
             genome=Genome.from_dict(cfg["genome"]) if "genome" in cfg else None, n_classes=n_classes, metrics=m,
             finished_at=m.get("timestamp", ""),
         ))

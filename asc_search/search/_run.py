@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -16,7 +17,7 @@ import yaml
 from ray.tune import Callback
 
 from asc_search._errors import AscSearchError, UserInputError
-from asc_search._io import write_json, write_text
+from asc_search._io import read_jsonl, write_json, write_text
 from asc_search.config import RunConfig
 from asc_search.constraints import Budget, count_complexity, get_budget
 from asc_search.data import DecodedDataset, decode_dataset, load_manifest, native_sample_rate_hz
@@ -182,6 +183,9 @@ def _search(config: RunConfig, options: SpaceOptions, budget: Budget, data_by_ra
     started = _start_ray(config)
     try:
         cpus = ray.cluster_resources().get("CPU", 1.0)
+        if config.cpus_per_trial > cpus:
+            raise UserInputError(f"--cpus-per-trial {config.cpus_per_trial:g} is more than the {cpus:g} CPUs Ray "
+                                 "has; lower it (or join a larger cluster with --address)")
         concurrent = config.max_concurrent or max(1, int(cpus // config.cpus_per_trial))
         settings = TrialSettings(cache_dir=str(run_dir / "cache"), epochs=config.epochs, patience=config.patience,
                                  batch_size=config.batch_size, seed=config.seed,
@@ -330,19 +334,20 @@ def _check_space_has_feasible(space: DefineByRunSpace) -> None:
     from asc_search.search_spaces import genome_from_params
 
     o = space.options
-    params = {"sample_rate_hz": min(o.sample_rates_hz), "n_bins": min(o.n_bins), "hop_ms": max(o.hop_ms),
-              "deltas": min(o.deltas), "n_stages": o.min_stages, "head_width": min(o.head_widths),
-              "dropout": o.dropouts[0], "lr": o.learning_rates[0]}
-    for i in range(1, o.min_stages + 1):
-        params |= {f"s{i}_width": min(o.widths), f"s{i}_kernel": min(o.kernels), f"s{i}_act": o.activations[0],
-                   f"s{i}_pool": "max2" if "max2" in o.pools else o.pools[0]}
+    params = {"sample_rate_hz": min(o.sample_rates_hz), "n_bins": min(o.n_bins), "deltas": min(o.deltas),
+              "n_stages": o.min_stages, "head_width": min(o.head_widths), "dropout": o.dropouts[0],
+              "lr": o.learning_rates[0]}
     reasons: list[str] = []
-    for kind in o.frontends:
-        for chunk in o.chunk_s:
-            smallest = genome_from_params({**params, "frontend": kind, "chunk_s": chunk})
-            reasons = space.budget.check(count_complexity(smallest, n_classes=space.n_classes))
-            if not reasons:
-                return
+    for kind, chunk, hop, pool in itertools.product(o.frontends, o.chunk_s, sorted({min(o.hop_ms), max(o.hop_ms)}),
+                                                    sorted({"max2", "none"} & set(o.pools)) or [o.pools[0]]):
+        stages = {}
+        for i in range(1, o.min_stages + 1):
+            stages |= {f"s{i}_width": min(o.widths), f"s{i}_kernel": min(o.kernels), f"s{i}_act": o.activations[0],
+                       f"s{i}_pool": pool}
+        smallest = genome_from_params({**params, **stages, "frontend": kind, "chunk_s": chunk, "hop_ms": hop})
+        reasons = space.budget.check(count_complexity(smallest, n_classes=space.n_classes))
+        if not reasons:
+            return
     if reasons:
         raise UserInputError(
             f"budget {space.budget.name!r} rejects even the smallest network of the space ({'; '.join(reasons)}); "
@@ -411,12 +416,9 @@ def rejected_rows(path: Path, n_classes: int) -> list[dict]:
     if not path.exists():
         return []
     rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            d = json.loads(line)
-            rows.append(candidate_row(trial_id=d["trial_id"], status="rejected", genome=Genome.from_dict(d["genome"]),
-                                      n_classes=n_classes, reasons="; ".join(d["reasons"]),
-                                      finished_at=d.get("time", "")))
+    for d in read_jsonl(path):
+        rows.append(candidate_row(trial_id=d["trial_id"], status="rejected", genome=Genome.from_dict(d["genome"]),
+                                  n_classes=n_classes, reasons="; ".join(d["reasons"]), finished_at=d.get("time", "")))
     return rows
 
 
@@ -446,7 +448,8 @@ def copy_checkpoint(row: dict, dest: Path) -> Path:
     shutil.copyfile(Path(src) / "model.pt", tmp)
     os.replace(tmp, dest / "model.pt")
     if (Path(src) / "history.json").exists():
-        shutil.copyfile(Path(src) / "history.json", dest / "history.json")
+        shutil.copyfile(Path(src) / "history.json", dest / ".history.json.tmp")
+        os.replace(dest / ".history.json.tmp", dest / "history.json")
     return dest / "model.pt"
 
 

@@ -64,6 +64,7 @@ def train_candidate(config: dict, data_by_rate: dict[int, DecodedDataset], setti
     train = np.flatnonzero(~data.is_validation)
     val = np.flatnonzero(data.is_validation)
     norm = Normalisation.fit(features, train, deltas=genome.frontend.deltas, seed=settings.seed)
+    torch.manual_seed(settings.seed)  # initialisation independent of what a reused actor ran before
     model = build_model(genome, data.n_classes)
     train_settings = TrainSettings(epochs=settings.epochs, learning_rate=genome.learning_rate,
                                    batch_size=settings.batch_size, patience=settings.patience, seed=settings.seed)

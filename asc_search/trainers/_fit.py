@@ -37,10 +37,12 @@ class Normalisation:
     @classmethod
     def fit(cls, features: ClipFeatures, clips: np.ndarray, *, deltas: int = 0, max_patches: int = 4000,
             seed: int = 0) -> Normalisation:
-        """Per-channel statistics over the evaluation patches of ``clips`` (a random subset above ``max_patches``)."""
-        x, _ = features.patches(clips)
+        """Per-channel statistics over the evaluation patches of ``clips`` (of at most ``max_patches`` clips, and
+        at most ``max_patches`` patches, drawn at random, so memory stays bounded on large datasets)."""
+        rng = np.random.default_rng(seed)
+        x, _ = features.patches(np.sort(rng.permutation(clips)[:max_patches]))
         if len(x) > max_patches:
-            x = x[np.random.default_rng(seed).permutation(len(x))[:max_patches]]
+            x = x[rng.permutation(len(x))[:max_patches]]
         x = add_deltas(x, deltas).astype(np.float64)
         mean = x.mean(axis=(0, 2, 3))
         std = np.maximum(x.std(axis=(0, 2, 3)), 1e-6)
