@@ -42,6 +42,8 @@ def _check_run(run: Path, *, max_bytes: int, max_macs: int, expect_classes: int,
         assert v["int8_bytes_tflite"] == v["int8_bytes_genome"] == f["int8_bytes"] <= max_bytes
         assert abs(v["macs_tflite"] - v["macs_genome"]) <= 0.01 * v["macs_genome"]
         assert v["int8_float_agreement"] >= 0.8 and v["deployable"] is True
+        assert v["tflm_arena_bytes"] > 0 and v["tflm_float_agreement"] >= 0.8 and v["latency_ms_litert_builtin"] > 0
+        assert (run / "models" / f["trial_id"] / "model_data.cc").exists()
         assert len((run / "models" / f["trial_id"] / "labels.txt").read_text().split()) == expect_classes
     assert (run / "pareto.png").stat().st_size > 10_000
     assert "Pareto front" in (run / "report.md").read_text()

@@ -2,15 +2,29 @@
 
 from asc_search.deploy._bundle import choose_exports, export_and_validate, export_front
 from asc_search.deploy._export import ExportError, export_int8_tflite
+from asc_search.deploy._tflm import (
+    TFLMError,
+    litert_latency_ms,
+    run_int8_tflm,
+    tflm_arena_bytes,
+    tflm_runs_with,
+    write_c_array,
+)
 from asc_search.deploy._validate import TFLiteComplexity, run_int8, tflite_complexity
 
 __all__ = [
     "ExportError",
+    "TFLMError",
     "TFLiteComplexity",
     "choose_exports",
     "export_and_validate",
     "export_front",
     "export_int8_tflite",
+    "litert_latency_ms",
+    "run_int8_tflm",
     "run_int8",
     "tflite_complexity",
+    "tflm_arena_bytes",
+    "tflm_runs_with",
+    "write_c_array",
 ]

@@ -14,6 +14,13 @@ from asc_search._io import write_json, write_text
 from asc_search.constraints import Budget, count_complexity, patch_layout
 from asc_search.data import DecodedDataset
 from asc_search.deploy._export import export_int8_tflite
+from asc_search.deploy._tflm import (
+    TFLMError,
+    litert_latency_ms,
+    run_int8_tflm,
+    tflm_arena_bytes,
+    write_c_array,
+)
 from asc_search.deploy._validate import run_int8, tflite_complexity
 from asc_search.frontends import FeatureCache
 from asc_search.search_spaces import Genome, build_model
@@ -48,7 +55,9 @@ def export_and_validate(model_pt: Path, data_by_rate: dict[int, DecodedDataset],
 
     Validation: weight bytes and MACs counted on the .tflite graph against the genome's; clip-level
     accuracy, log loss and UAR of the INT8 model (LiteRT, XNNPACK, 1 thread) and of the float model on
-    the validation split; agreement of their clip argmax; a pass/fail line per budget limit and for the agreement (at least ``MIN_INT8_AGREEMENT``); a model
+    the validation split; agreement of their clip argmax, also with LiteRT's builtin kernels and with
+    TFLite-Micro (on the first ``TFLM_MAX_PATCHES`` patches' clips); the TFLite-Micro arena (bytes); host
+    latency in LiteRT with XNNPACK and builtin kernels; the model as a C array (``model_data.h/.cc``); a pass/fail line per budget limit and for the agreement (at least ``MIN_INT8_AGREEMENT``); a model
     that fails any line is not ``deployable``.
 
     Returns:
@@ -84,6 +93,7 @@ def export_and_validate(model_pt: Path, data_by_rate: dict[int, DecodedDataset],
                                       for i in range(0, len(x_val), 256)])
     int8_logits = run_int8(tflite_path, x_val, xnnpack=True)
     int8_probs = _softmax(int8_logits)
+    builtin_probs = _softmax(run_int8(tflite_path, x_val, xnnpack=False))
     y = data.labels[val]
     f_clip = clip_probabilities(float_probs, owner, len(val))
     q_clip = clip_probabilities(int8_probs, owner, len(val))
@@ -98,6 +108,8 @@ def export_and_validate(model_pt: Path, data_by_rate: dict[int, DecodedDataset],
         limits.append({"limit": "macs", "value": macs_tflite, "max": budget.max_macs,
                        "pass": macs_tflite <= budget.max_macs})
     agreement = float((f_clip.argmax(1) == q_clip.argmax(1)).mean())
+    b_clip = clip_probabilities(builtin_probs, owner, len(val))
+    tflm = _tflm_check(tflite_path, x_val, owner, f_clip, float_probs)
     limits.append({"limit": "int8_float_agreement", "value": agreement, "min": MIN_INT8_AGREEMENT,
                    "pass": agreement >= MIN_INT8_AGREEMENT})
     report = {
@@ -112,11 +124,18 @@ def export_and_validate(model_pt: Path, data_by_rate: dict[int, DecodedDataset],
         "int8_per_device_accuracy": grouped_accuracy(y, q_clip.argmax(1), [data.devices[i] for i in val]),
         "int8_float_agreement": agreement,
         "int8_float_patch_agreement": float((float_probs.argmax(1) == int8_probs.argmax(1)).mean()),
+        "int8_builtin_float_agreement": float((f_clip.argmax(1) == b_clip.argmax(1)).mean()),
+        "int8_xnnpack_builtin_patch_agreement": float((int8_probs.argmax(1) == builtin_probs.argmax(1)).mean()),
+        **tflm,
+        "latency_ms_litert_xnnpack": round(litert_latency_ms(tflite_path, xnnpack=True), 4),
+        "latency_ms_litert_builtin": round(litert_latency_ms(tflite_path, xnnpack=False), 4),
+        "latency_note": "host CPU, LiteRT, 1 thread, median of 50 runs after 5 warm-up runs",
         "interpreter": "LiteRT (XNNPACK, 1 thread)", "export_s": round(export_s, 2),
         "budget": budget.name, "limits": limits, "deployable": all(lim["pass"] for lim in limits),
     }
     write_json(out_dir / "validation.json", report)
     write_text(out_dir / "labels.txt", "\n".join(ckpt["class_names"]) + "\n")
+    write_c_array(tflite_path, out_dir)
     write_json(out_dir / "frontend.json", {"frontend": layout.frontend.to_dict(), "chunk_s": layout.chunk_s,
                                            "patch_frames": layout.patch_frames,
                                            "patch_hop_frames": layout.patch_hop_frames,
@@ -124,6 +143,27 @@ def export_and_validate(model_pt: Path, data_by_rate: dict[int, DecodedDataset],
                                            "model_input": "int8 [1, n_bins, patch_frames, 1 + deltas] = quantise("
                                                           "(features with deltas - mean_db[c]) / std_db[c])"})
     return report
+
+
+TFLM_MAX_PATCHES = 400
+
+
+def _tflm_check(tflite_path: Path, x_val: np.ndarray, owner: np.ndarray, f_clip: np.ndarray,
+                float_probs: np.ndarray) -> dict:
+    """TFLite-Micro arena and agreement with float on the validation clips whose patches fit ``TFLM_MAX_PATCHES``
+    (the reference kernels are slow); an unsupported model is reported, not fatal."""
+    try:
+        arena = tflm_arena_bytes(tflite_path)
+        n_clips = int(owner[min(len(owner), TFLM_MAX_PATCHES) - 1]) + 1  # whole clips, about TFLM_MAX_PATCHES
+        keep = owner < n_clips
+        probs = _softmax(run_int8_tflm(tflite_path, x_val[keep], arena_size=arena))
+        t_clip = clip_probabilities(probs, owner[keep], n_clips)
+        return {"tflm_arena_bytes": arena, "tflm_validation_clips": n_clips,
+                "tflm_float_agreement": float((f_clip[:n_clips].argmax(1) == t_clip.argmax(1)).mean()),
+                "tflm_float_patch_agreement": float((float_probs[keep].argmax(1) == probs.argmax(1)).mean())}
+    except TFLMError as exc:
+        log.warning("TFLite-Micro check of %s failed: %s", tflite_path, exc)
+        return {"tflm_error": str(exc)}
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:

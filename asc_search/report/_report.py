@@ -124,15 +124,19 @@ def write_report(run: LoadedRun) -> dict[str, Path]:
     if run.exported:
         lines += ["", "## Exported models (INT8 TFLite, validated with LiteRT)", "",
                   "| trial | .tflite bytes | INT8 weight bytes (graph) | M MACs (graph) | INT8 accuracy | log loss | "
-                  "UAR | INT8/float agreement | deployable |", "|---|---|---|---|---|---|---|---|---|"]
+                  "UAR | INT8/float agreement (XNNPACK, builtin, TFLM) | TFLM arena bytes | LiteRT ms (XNNPACK, "
+                  "builtin) | deployable |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         for v in run.exported:
             if "error" in v:
-                lines.append(f"| {v['trial_id']} | export failed: {_cell(v['error'][:120])} | | | | | | | False |")
+                lines.append(f"| {v['trial_id']} | export failed: {_cell(v['error'][:120])} | | | | | | | | | False |")
                 continue
             q = v["int8"]
             lines.append(f"| {v['trial_id']} | {v['file_bytes']:,} | {v['int8_bytes_tflite']:,} | "
                          f"{v['macs_tflite'] / 1e6:.2f} | {q['accuracy']:.3f} | {q['log_loss']:.3f} | {q['uar']:.3f} | "
-                         f"{v['int8_float_agreement']:.3f} | {v['deployable']} |")
+                         f"{v['int8_float_agreement']:.3f}, {_fmt(v.get('int8_builtin_float_agreement'))}, "
+                         f"{_fmt(v.get('tflm_float_agreement'))} | {v.get('tflm_arena_bytes', '-')} | "
+                         f"{_fmt(v.get('latency_ms_litert_xnnpack'))}, {_fmt(v.get('latency_ms_litert_builtin'))} | "
+                         f"{v['deployable']} |")
     devices = sorted({d for v in run.exported for d in v.get("int8_per_device_accuracy", {})})
     if devices:
         lines += ["", "## Per-device accuracy of the exported models (INT8, validation split)", "",

@@ -1,5 +1,6 @@
 """INT8 export on real features: bytes and MACs on the .tflite equal the genome's; INT8 agrees with float."""
 
+import subprocess
 from dataclasses import replace
 
 import numpy as np
@@ -9,7 +10,15 @@ import torch
 from asc_search import UserInputError
 from asc_search.constraints import count_complexity, patch_layout
 from asc_search.data import decode_dataset, load_manifest
-from asc_search.deploy import export_int8_tflite, run_int8, tflite_complexity
+from asc_search.deploy import (
+    export_int8_tflite,
+    run_int8,
+    run_int8_tflm,
+    tflite_complexity,
+    tflm_arena_bytes,
+    tflm_runs_with,
+    write_c_array,
+)
 from asc_search.frontends import compute_clip_features
 from asc_search.search_spaces import ConvStage, FrontendGenes, Genome, build_model
 from asc_search.trainers import Normalisation, TrainSettings, fit
@@ -49,6 +58,29 @@ def test_exported_model_matches_genome_and_float_model(fsdd_small, tmp_path):
     for xnnpack in (True, False):
         q = run_int8(path, x_val, xnnpack=xnnpack)
         assert (q.argmax(1) == ref.argmax(1)).mean() >= 0.95
+
+    # TFLite-Micro: same answers, and the reported arena is the smallest that runs (1 KiB less fails)
+    arena = tflm_arena_bytes(path)
+    assert tflm_runs_with(path, arena) and not tflm_runs_with(path, arena - 1024)
+    q_tflm = run_int8_tflm(path, x_val[:300], arena_size=arena)
+    assert (q_tflm.argmax(1) == ref[:300].argmax(1)).mean() >= 0.95
+
+    # the C array compiles with g++ and holds exactly the .tflite bytes
+    header, source = write_c_array(path, tmp_path)
+    main_cc = tmp_path / "main.cc"
+    main_cc.write_text(
+        '#include <cstdio>\n#include "model_data.h"\n'
+        "int main() { unsigned long sum = 0; for (unsigned int i = 0; i < g_model_data_len; ++i) sum += g_model_data[i];"
+        ' std::printf("%u %lu %d\\n", g_model_data_len, sum,'
+        " (int)(reinterpret_cast<unsigned long>(g_model_data) % 16)); return 0; }\n")
+    exe = tmp_path / "main"
+    subprocess.run(["g++", "-std=c++17", "-O0", "-o", str(exe), str(main_cc), str(source), f"-I{tmp_path}"],
+                   check=True, capture_output=True)
+    length, checksum, misalignment = subprocess.run([str(exe)], capture_output=True, text=True,
+                                                    check=True).stdout.split()
+    data = path.read_bytes()
+    assert int(length) == len(data) and int(checksum) == sum(data) and misalignment == "0"
+    assert header.read_text().count("extern") == 2
 
 
 def test_run_int8_rejects_a_float_model(tmp_path):
