@@ -16,7 +16,7 @@ from pathlib import Path
 
 from asc_search._errors import AscSearchError, UserInputError
 
-COMMANDS = ("search", "report", "trials", "show", "data", "budgets")
+COMMANDS = ("search", "report", "trials", "show", "deploy", "validate", "data", "budgets")
 
 EXAMPLES = """examples:
   asc-search --budget dcase2022 --data ../shared/data/esc10-dev --trials 16 --out runs/esc10
@@ -179,6 +179,55 @@ def _cmd_show(argv: list[str]) -> int:
     return 0
 
 
+def _cmd_deploy(argv: list[str]) -> int:
+    p = _Parser(prog="asc-search deploy", description="Write the deployable bundle of a searched model: INT8 model, "
+                "float front-end as TFLite, labels, C array, validation and README.",
+                epilog="examples:\n  asc-search deploy runs/demo-esc10 --pick knee\n"
+                       "  asc-search deploy runs/demo-esc10 --pick best --target dcase2022 --out bundle/",
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run")
+    p.add_argument("--pick", default="knee", help="trial id, knee or best (default knee)")
+    p.add_argument("--target", default=None, help="budget to re-check against (default: the run's)")
+    p.add_argument("--out", default=None, help="bundle folder (default RUN/bundles/<trial>)")
+    args = p.parse_args(argv)
+    _setup_logging(False)
+    from asc_search.deploy import make_bundle
+
+    v = make_bundle(args.run, args.pick, out=args.out, target=args.target)
+    print(f"asc-search: bundle {v['bundle']}: INT8 accuracy {v['int8']['accuracy']:.3f}, "
+          f"bundle/float agreement {v.get('bundle_float_agreement', float('nan')):.3f}, "
+          f"{v['int8_bytes_tflite']:,} INT8 bytes, {v['macs_tflite'] / 1e6:.2f} M MACs; target {v['target']} passed")
+    return 0 if v.get("bundle_agreement_pass", True) and v.get("frontend_within_tolerance", True) else 1
+
+
+def _cmd_validate(argv: list[str]) -> int:
+    p = _Parser(prog="asc-search validate", description="Run a bundle (or a models/<trial>/ folder) on labelled "
+                "audio: accuracy, log loss, UAR and the confusion matrix.",
+                epilog="examples:\n  asc-search validate runs/demo-esc10/bundles/TRIAL --data ../shared/data/esc10-dev",
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", help="bundle folder, models/<trial>/ folder, or its model_int8.tflite")
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", default="validation", choices=["validation", "all"])
+    p.add_argument("--val-fold", default=None)
+    args = p.parse_args(argv)
+    _setup_logging(False)
+    from asc_search.deploy import evaluate_model_dir
+
+    model = Path(args.model)
+    if model.is_file():
+        model = model.parent
+    if not model.exists():
+        raise UserInputError(f"{args.model} does not exist; pass a bundle or a models/<trial>/ folder")
+    m = evaluate_model_dir(model, args.data, split=args.split, val_fold=args.val_fold)
+    print(f"asc-search: {m['clips']} {m['split']} clips, front-end: {m['frontend']}")
+    print(f"accuracy {m['accuracy']:.4f}  log loss {m['log_loss']:.4f}  UAR {m['uar']:.4f}")
+    width = max(len(c) for c in m["classes"])
+    print("confusion matrix (rows: true, columns: predicted)")
+    for c, row in zip(m["classes"], m["confusion_matrix"], strict=True):
+        print(f"  {c:>{width}} " + " ".join(f"{n:3d}" for n in row))
+    return 0
+
+
 def _cmd_budgets() -> int:
     from asc_search.constraints import list_budgets
 
@@ -291,8 +340,9 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_budgets()
         if argv and argv[0] == "data":
             return _cmd_data(argv[1:])
-        if argv and argv[0] in ("report", "trials", "show"):
-            return {"report": _cmd_report, "trials": _cmd_trials, "show": _cmd_show}[argv[0]](argv[1:])
+        if argv and argv[0] in ("report", "trials", "show", "deploy", "validate"):
+            return {"report": _cmd_report, "trials": _cmd_trials, "show": _cmd_show, "deploy": _cmd_deploy,
+                    "validate": _cmd_validate}[argv[0]](argv[1:])
         if argv and argv[0] == "search":
             argv = argv[1:]
         return _cmd_search(argv)

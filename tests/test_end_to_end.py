@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import FSDD as FSDD_DIR
 from tests.conftest import write_subset_manifest
 
 pytestmark = pytest.mark.slow
@@ -76,6 +77,33 @@ def test_search_on_esc10_with_a_tiny_budget(esc10, tmp_path):
     n_rows = len(list(csv.DictReader(open(run / "trials.csv"))))
     html = (run / "pareto.html").read_text()
     assert _plotted_points(html) == n_rows and "<script src=" not in html  # self-contained, one marker each
+
+    # deploy the best model as a bundle; the bundle on raw audio agrees with PyTorch; validate reproduces it
+    p = _run(["deploy", str(run), "--pick", "best", "--out", str(tmp_path / "bundle")], cwd=tmp_path)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    bundle = tmp_path / "bundle"
+    b = json.loads((bundle / "validation.json").read_text())
+    assert b["bundle_float_agreement"] >= 0.95 and b["frontend_max_abs_diff"] <= b["feature_tolerance"]
+    assert {"frontend.tflite", "model_int8.tflite", "frontend.json", "labels.txt", "model_data.h", "model_data.cc",
+            "README.md"} <= {f.name for f in bundle.iterdir()}
+    p = _run(["validate", str(bundle), "--data", str(esc10)], cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert f"accuracy {b['bundle_metrics']['accuracy']:.4f}" in p.stdout and "confusion matrix" in p.stdout
+    assert abs(b["bundle_metrics"]["accuracy"] - b["int8"]["accuracy"]) <= 0.05
+    p = _run(["validate", str(run / "models" / b["trial_id"] / "model_int8.tflite"), "--data", str(esc10)],
+             cwd=tmp_path)
+    assert p.returncode == 0 and f"accuracy {b['int8']['accuracy']:.4f}" in p.stdout, p.stdout  # validation.json
+    for args, needle in [(["deploy", str(run), "--pick", "nope"], "nope"),
+                         (["validate", str(bundle), "--data", str(tmp_path / "nowhere")], "nowhere")]:
+        p = _run(args, cwd=tmp_path)
+        assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and needle in p.stderr, p.stderr
+    other = write_subset_manifest(FSDD_DIR, tmp_path / "digits" / "metadata.csv", per_class_per_group=1,
+                                  columns=("filename", "label", "split"), group_column="split")
+    p = _run(["validate", str(bundle), "--data", str(other)], cwd=tmp_path)
+    assert p.returncode == 2 and "labels.txt" in p.stderr
+    (bundle / "labels.txt").unlink()
+    p = _run(["validate", str(bundle), "--data", str(esc10)], cwd=tmp_path)
+    assert p.returncode == 2 and "no labels.txt" in p.stderr
 
     # asc-search report rebuilds the same bytes
     names = ("pareto.json", "pareto.png", "pareto.html", "report.md", "hypervolume.png")

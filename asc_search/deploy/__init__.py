@@ -1,6 +1,7 @@
 """Deploy: INT8 TFLite export and its validation (bytes, MACs, accuracy, agreement with float)."""
 
 from asc_search.deploy._bundle import choose_exports, export_and_validate, export_front
+from asc_search.deploy._deploy import DeployFrontend, evaluate_model_dir, export_frontend_tflite, make_bundle
 from asc_search.deploy._export import ExportError, export_int8_tflite
 from asc_search.deploy._tflm import (
     TFLMError,
@@ -13,6 +14,10 @@ from asc_search.deploy._tflm import (
 from asc_search.deploy._validate import TFLiteComplexity, run_int8, tflite_complexity
 
 __all__ = [
+    "DeployFrontend",
+    "evaluate_model_dir",
+    "export_frontend_tflite",
+    "make_bundle",
     "ExportError",
     "TFLMError",
     "TFLiteComplexity",

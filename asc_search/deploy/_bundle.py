@@ -13,6 +13,7 @@ import torch
 from asc_search._io import write_json, write_text
 from asc_search.constraints import Budget, count_complexity, patch_layout
 from asc_search.data import DecodedDataset
+from asc_search.deploy._deploy import DeployFrontend, audio_patches
 from asc_search.deploy._export import export_int8_tflite
 from asc_search.deploy._tflm import (
     TFLMError,
@@ -86,8 +87,14 @@ def export_and_validate(model_pt: Path, data_by_rate: dict[int, DecodedDataset],
     t0 = time.time()
     export_int8_tflite(model, calib, tflite_path)
     export_s = time.time() - t0
-    x_val, owner = features.patches(val)
-    x_val = norm.apply(x_val)
+    # validation features from the raw audio through the deployable float front-end (float32, as on the device
+    # and as 'asc-search validate' computes them), not from the float16 training cache
+    frontend = DeployFrontend(layout.frontend, list(norm.mean_db), list(norm.std_db)).eval()
+    chunks, owner = audio_patches([data.waveforms[i] for i in val], chunk_samples=layout.chunk_samples,
+                                  hop_samples=layout.patch_hop_samples)
+    with torch.inference_mode():
+        x_val = np.concatenate([frontend(torch.from_numpy(chunks[i:i + 256])).numpy()
+                                for i in range(0, len(chunks), 256)])
     with torch.inference_mode():
         float_probs = np.concatenate([torch.softmax(model(torch.from_numpy(x_val[i:i + 256])), dim=1).numpy()
                                       for i in range(0, len(x_val), 256)])

@@ -1,0 +1,315 @@
+"""Deployable bundles: the picked INT8 model with its float front-end as TFLite, and their validation on audio.
+
+A bundle (DeepSpectrumLite ships its pre-processing with the model the same way) holds
+``model_int8.tflite``, ``frontend.tflite`` (raw PCM of one chunk -> normalised features, float, NHWC),
+``frontend.json``, ``labels.txt``, ``model_data.h/.cc``, ``validation.json`` and a README.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from asc_search._errors import UserInputError
+from asc_search._io import atomic_write, write_json, write_text
+from asc_search.constraints import get_budget
+from asc_search.data import count_patches, decode_dataset, load_manifest, pad_to_patches
+from asc_search.deploy._export import ExportError, _ensure_tools_on_path, _redirect_fds
+from asc_search.deploy._validate import run_int8
+from asc_search.frontends import Deltas, FrontendConfig, build_frontend
+from asc_search.trainers import classification_metrics, clip_probabilities
+
+log = logging.getLogger(__name__)
+
+BUNDLE_FILES = ("model_int8.tflite", "frontend.tflite", "frontend.json", "labels.txt")
+FEATURE_TOLERANCE = 1e-2  # max |frontend.tflite - PyTorch| on normalised features (standard deviations)
+MIN_BUNDLE_AGREEMENT = 0.95
+
+
+class DeployFrontend(nn.Module):
+    """The whole float front-end of a model: ``(1, chunk_samples) -> (1, 1 + deltas, n_bins, frames)``.
+
+    Static spectrogram (registry front-end), delta channels, per-channel standardisation: exactly the model's
+    float input. Exported to ``frontend.tflite`` (onnx2tf gives NHWC ``[1, n_bins, frames, channels]``).
+    """
+
+    def __init__(self, config: FrontendConfig, mean_db: list[float], std_db: list[float]) -> None:
+        super().__init__()
+        self.frontend = build_frontend(FrontendConfig(**{**_config_fields(config), "deltas": 0}))
+        self.deltas = Deltas(order=config.deltas) if config.deltas else None
+        self.register_buffer("mean", torch.tensor(mean_db, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std_db, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        """``(batch, samples)`` audio -> ``(batch, channels, n_bins, frames)`` normalised features."""
+        x = self.frontend(waveform).unsqueeze(1)
+        if self.deltas is not None:
+            x = self.deltas(x)
+        return (x - self.mean) / self.std
+
+
+CONFIG_FIELDS = ("kind", "sample_rate_hz", "n_bins", "win_ms", "hop_ms", "f_min_hz", "f_max_hz", "deltas",
+                 "bins_per_octave", "amin")
+
+
+def _config_fields(config: FrontendConfig) -> dict:
+    return {k: getattr(config, k) for k in CONFIG_FIELDS}
+
+
+def load_frontend(frontend_json: Path) -> tuple[DeployFrontend, dict]:
+    """The ``DeployFrontend`` described by a model's ``frontend.json``, and that JSON."""
+    spec = json.loads(Path(frontend_json).read_text())
+    fe = spec["frontend"]
+    config = FrontendConfig(**{k: fe[k] for k in CONFIG_FIELDS if k in fe})
+    norm = spec["normalisation"]
+    return DeployFrontend(config, norm["mean_db"], norm["std_db"]).eval(), spec
+
+
+def export_frontend_tflite(frontend: DeployFrontend, chunk_samples: int, out_path: Path) -> Path:
+    """Export the float front-end to TFLite through the same ONNX -> onnx2tf path as the model.
+
+    Raises:
+        ExportError: The conversion failed.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    _ensure_tools_on_path()
+    with _redirect_fds(Path(tempfile.gettempdir()) / "asc_search_tf_import.log"):
+        import onnx2tf
+    with tempfile.TemporaryDirectory(prefix="asc_frontend_") as tmp:
+        tmp_path = Path(tmp)
+        example = torch.zeros(1, chunk_samples)
+        try:
+            torch.onnx.export(frontend.eval(), (example,), str(tmp_path / "frontend.onnx"), input_names=["waveform"],
+                              output_names=["features"], opset_version=18, dynamo=False)
+            with _redirect_fds(tmp_path / "onnx2tf.log"):
+                onnx2tf.convert(input_onnx_file_path=str(tmp_path / "frontend.onnx"),
+                                output_folder_path=str(tmp_path / "tf"), non_verbose=True)
+        except BaseException as exc:  # onnx2tf may sys.exit
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            raise ExportError(f"front-end export failed: {type(exc).__name__}: {exc}") from exc
+        produced = sorted((tmp_path / "tf").glob("*_float32.tflite"))
+        if not produced:
+            raise ExportError("onnx2tf wrote no float32 front-end")
+        atomic_write(out_path, lambda p: shutil.copyfile(produced[0], p))
+    return out_path
+
+
+def _run_frontend_tflite(path: Path, chunks: np.ndarray) -> np.ndarray:
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(path), num_threads=1)
+    it.allocate_tensors()
+    inp, out = it.get_input_details()[0], it.get_output_details()[0]
+    feats = []
+    for c in chunks:
+        it.set_tensor(inp["index"], c[None].astype(np.float32))
+        it.invoke()
+        feats.append(it.get_tensor(out["index"])[0])
+    return np.stack(feats).transpose(0, 3, 1, 2)  # NHWC -> NCHW
+
+
+def audio_patches(waves: list[np.ndarray], *, chunk_samples: int, hop_samples: int) -> tuple[np.ndarray, np.ndarray]:
+    """Raw audio patches of clips (50 % overlap, the padding rule of training).
+
+    Returns:
+        ``(chunks (n_patches, chunk_samples), owner (n_patches,))``.
+    """
+    chunks, owner = [], []
+    for k, w in enumerate(waves):
+        padded = pad_to_patches(w, chunk_samples=chunk_samples, patch_hop_samples=hop_samples)
+        n = count_patches(len(w), chunk_samples=chunk_samples, patch_hop_samples=hop_samples)
+        for p in range(n):
+            chunks.append(padded[p * hop_samples:p * hop_samples + chunk_samples])
+            owner.append(k)
+    return np.stack(chunks).astype(np.float32), np.asarray(owner)
+
+
+def evaluate_model_dir(model_dir: Path, data_path: Path | str, *, split: str = "validation",
+                       val_fold: str | None = None) -> dict:
+    """Run a bundle (``frontend.tflite`` + ``model_int8.tflite``) or an exported model folder (PyTorch front-end
+    from ``frontend.json`` + ``model_int8.tflite``) on labelled audio.
+
+    Args:
+        model_dir: Bundle or ``models/<trial>/`` folder.
+        data_path: Dataset folder or CSV manifest.
+        split: ``validation`` (the split the search validated on) or ``all``.
+        val_fold: Validation fold, as for the search.
+
+    Returns:
+        Metrics: accuracy, log loss, UAR, confusion matrix, clips, class names, front-end used.
+
+    Raises:
+        UserInputError: A file is missing, or the data's classes differ from ``labels.txt``.
+    """
+    from sklearn.metrics import confusion_matrix
+
+    model_dir = Path(model_dir)
+    for name in ("model_int8.tflite", "frontend.json", "labels.txt"):
+        if not (model_dir / name).exists():
+            raise UserInputError(f"{model_dir} has no {name}; pass a bundle from 'asc-search deploy' or a "
+                                 "models/<trial>/ folder of a run")
+    labels = (model_dir / "labels.txt").read_text().split("\n")
+    labels = [lab for lab in labels if lab]
+    manifest = load_manifest(data_path, val_fold=val_fold)
+    if set(manifest.class_names) != set(labels):
+        raise UserInputError(
+            f"the classes of {data_path} {sorted(manifest.class_names)} differ from {model_dir / 'labels.txt'} "
+            f"{labels}; validate on data with the model's classes")
+    frontend, spec = load_frontend(model_dir / "frontend.json")
+    rate = spec["frontend"]["sample_rate_hz"]
+    data = decode_dataset(manifest, sample_rate_hz=rate)
+    idx = np.flatnonzero(data.is_validation) if split == "validation" else np.arange(len(data.waveforms))
+    chunk = int(round(spec["chunk_s"] * rate))
+    hop = spec["patch_hop_frames"] * spec["frontend"]["hop_samples"]
+    chunks, owner = audio_patches([data.waveforms[i] for i in idx], chunk_samples=chunk, hop_samples=hop)
+    if (model_dir / "frontend.tflite").exists():
+        feats, used = _run_frontend_tflite(model_dir / "frontend.tflite", chunks), "frontend.tflite"
+    else:
+        with torch.inference_mode():
+            feats = np.concatenate([frontend(torch.from_numpy(chunks[s:s + 256])).numpy()
+                                    for s in range(0, len(chunks), 256)])
+        used = "PyTorch front-end from frontend.json"
+    logits = run_int8(model_dir / "model_int8.tflite", feats, xnnpack=True)
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs = clip_probabilities(e / e.sum(axis=1, keepdims=True), owner, len(idx))
+    # labels.txt order is the model's output order
+    name_of = {i: c for i, c in enumerate(data.class_names)}
+    y = np.array([labels.index(name_of[int(k)]) for k in data.labels[idx]])
+    m = classification_metrics(y, probs)
+    return {**m, "clips": int(len(idx)), "split": split, "classes": labels, "frontend": used,
+            "confusion_matrix": confusion_matrix(y, probs.argmax(1), labels=range(len(labels))).tolist()}
+
+
+def make_bundle(run_dir: str | Path, pick: str, *, out: str | Path | None = None, target: str | None = None) -> dict:
+    """Write the deployable bundle of one exported model of a run.
+
+    Args:
+        run_dir: The run directory.
+        pick: A trial id, ``knee`` or ``best`` (most accurate deployable exported model).
+        out: Bundle folder (default ``RUN/bundles/<trial>``).
+        target: Budget name to re-check the model against (default: the run's budget).
+
+    Returns:
+        The bundle's validation dict (also ``validation.json`` in the bundle).
+
+    Raises:
+        UserInputError: The pick names no exported deployable model, or the model breaks the target budget.
+    """
+    from asc_search.report import load_run
+
+    run = load_run(run_dir)
+    exported = {v["trial_id"]: v for v in run.exported if "error" not in v}
+    deployable = sorted((v for v in exported.values() if v.get("deployable")),
+                        key=lambda v: (-v["int8"]["accuracy"], v["macs_tflite"]))
+    if pick == "best":
+        if not deployable:
+            raise UserInputError(f"{run.run_dir} has no deployable exported model; see its report.md")
+        trial = deployable[0]["trial_id"]
+    elif pick == "knee":
+        trial = json.loads((run.run_dir / "pareto.json").read_text()).get("knee_trial_id")
+        if trial is None:
+            raise UserInputError(f"{run.run_dir} has no knee point (empty front)")
+    else:
+        trial = pick
+    if trial not in exported:
+        raise UserInputError(f"--pick {pick!r}: trial {trial} has no exported model in {run.run_dir}; "
+                             f"exported: {', '.join(sorted(exported)) or 'none'}")
+    v = exported[trial]
+    if not v.get("deployable"):
+        failed = [lim["limit"] for lim in v.get("limits", []) if not lim["pass"]]
+        raise UserInputError(f"trial {trial} is not deployable (fails {', '.join(failed)}); "
+                             f"deployable: {', '.join(d['trial_id'] for d in deployable) or 'none'}")
+    budget = get_budget(target) if target else run.budget
+    breaks = []
+    if budget.max_int8_bytes is not None and v["int8_bytes_tflite"] > budget.max_int8_bytes:
+        breaks.append(f"int8_bytes {v['int8_bytes_tflite']:,} > {budget.max_int8_bytes:,}")
+    if budget.max_macs is not None and v["macs_tflite"] > budget.max_macs:
+        breaks.append(f"macs {v['macs_tflite']:,} > {budget.max_macs:,}")
+    if breaks:
+        raise UserInputError(f"trial {trial} breaks --target {budget.name}: {'; '.join(breaks)}")
+    src = run.run_dir / "models" / trial
+    dest = Path(out) if out else run.run_dir / "bundles" / trial
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("model_int8.tflite", "frontend.json", "labels.txt", "model_data.h", "model_data.cc"):
+        atomic_write(dest / name, lambda p, n=name: shutil.copyfile(src / n, p))
+    frontend, spec = load_frontend(src / "frontend.json")
+    chunk = int(round(spec["chunk_s"] * spec["frontend"]["sample_rate_hz"]))
+    export_frontend_tflite(frontend, chunk, dest / "frontend.tflite")
+    # parity: bundle on raw audio vs PyTorch front-end + float model
+    data_path = run.config.get("run", {}).get("data")
+    result = evaluate_model_dir(dest, data_path) if data_path else {}
+    parity = _bundle_parity(src, dest, data_path, frontend, spec) if data_path else {}
+    report = {**v, "bundle": str(dest), "target": budget.name, "target_pass": True, "bundle_metrics": result,
+              **parity, "feature_tolerance": FEATURE_TOLERANCE}
+    write_json(dest / "validation.json", report)
+    write_text(dest / "README.md", _bundle_readme(trial, report, spec))
+    return report
+
+
+def _bundle_parity(src: Path, dest: Path, data_path: str, frontend: DeployFrontend, spec: dict) -> dict:
+    from asc_search.search_spaces import Genome, build_model
+
+    ckpt = torch.load(src / "model.pt", map_location="cpu", weights_only=True)
+    model = build_model(Genome.from_dict(ckpt["genome"]), ckpt["n_classes"]).eval()
+    model.load_state_dict(ckpt["state_dict"])
+    rate = spec["frontend"]["sample_rate_hz"]
+    data = decode_dataset(load_manifest(data_path), sample_rate_hz=rate)
+    idx = np.flatnonzero(data.is_validation)
+    chunk = int(round(spec["chunk_s"] * rate))
+    hop = spec["patch_hop_frames"] * spec["frontend"]["hop_samples"]
+    chunks, owner = audio_patches([data.waveforms[i] for i in idx], chunk_samples=chunk, hop_samples=hop)
+    with torch.inference_mode():
+        ref_feats = np.concatenate([frontend(torch.from_numpy(chunks[s:s + 256])).numpy()
+                                    for s in range(0, len(chunks), 256)])
+        ref_probs = np.concatenate([torch.softmax(model(torch.from_numpy(ref_feats[s:s + 256])), 1).numpy()
+                                    for s in range(0, len(ref_feats), 256)])
+    tfl_feats = _run_frontend_tflite(dest / "frontend.tflite", chunks)
+    logits = run_int8(dest / "model_int8.tflite", tfl_feats)
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    q = clip_probabilities(e / e.sum(axis=1, keepdims=True), owner, len(idx))
+    f = clip_probabilities(ref_probs, owner, len(idx))
+    diff = float(np.abs(tfl_feats - ref_feats).max())
+    agreement = float((q.argmax(1) == f.argmax(1)).mean())
+    return {"bundle_float_agreement": agreement, "bundle_agreement_pass": agreement >= MIN_BUNDLE_AGREEMENT,
+            "frontend_max_abs_diff": diff, "frontend_within_tolerance": diff <= FEATURE_TOLERANCE}
+
+
+def _bundle_readme(trial: str, v: dict, spec: dict) -> str:
+    fe = spec["frontend"]
+    return f"""# asc-search bundle: trial {trial}
+
+`{v['summary']}`
+
+| file | what |
+|---|---|
+| `frontend.tflite` | float front-end: raw PCM, one chunk of {spec['chunk_s']} s at {fe['sample_rate_hz']} Hz (`[1, samples]`) -> normalised features `[1, n_bins, frames, channels]` |
+| `model_int8.tflite` | full-integer INT8 classifier: quantise the features with its input scale / zero point; output int8 logits |
+| `frontend.json` | every front-end parameter with units, the patch layout and the normalisation |
+| `labels.txt` | class names in output order |
+| `model_data.h/.cc` | the model as a 16-byte-aligned C array for TFLite-Micro |
+| `validation.json` | the numbers below and more |
+
+Clip prediction: cut the clip into patches of {spec['chunk_s']} s with 50 % overlap, run both models on each
+patch, average the softmax probabilities (mean fusion).
+
+| figure | value |
+|---|---|
+| INT8 weight bytes (counted on the graph) | {v['int8_bytes_tflite']:,} |
+| MACs per 1 s of audio (counted on the graph) | {v['macs_tflite']:,} |
+| INT8 accuracy on the validation split (LiteRT) | {v['int8']['accuracy']:.3f} |
+| INT8 / float agreement: XNNPACK, builtin, TFLite-Micro | {v['int8_float_agreement']:.3f}, {v.get('int8_builtin_float_agreement', float('nan')):.3f}, {v.get('tflm_float_agreement', float('nan')):.3f} |
+| bundle (frontend.tflite + INT8) / PyTorch float agreement | {v.get('bundle_float_agreement', float('nan')):.3f} |
+| front-end max abs difference to PyTorch (normalised units; tolerance {FEATURE_TOLERANCE}) | {v.get('frontend_max_abs_diff', float('nan')):.2e} |
+| TFLite-Micro arena (bytes) | {v.get('tflm_arena_bytes', '-')} |
+| host latency, LiteRT 1 thread, XNNPACK / builtin (ms) | {v.get('latency_ms_litert_xnnpack', float('nan')):.3f} / {v.get('latency_ms_litert_builtin', float('nan')):.3f} |
+| target budget | {v['target']} (pass) |
+"""
