@@ -37,7 +37,9 @@ def test_bad_option_value_is_one_line(capsys, esc10):
 
 def test_budgets_command(capsys):
     assert main(["budgets"]) == 0
-    assert "dcase2022: 128,000 INT8 bytes, 30 M MACs per 1 s" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "dcase2022: 128,000 INT8 bytes, 30 M MACs per 1 s" in out
+    assert "phone: 250 ms per 1 s on phone (estimated)" in out
 
 
 @pytest.mark.parametrize("flag", ["--help"])

@@ -2,5 +2,18 @@
 
 from asc_search.constraints._budgets import Budget, get_budget, list_budgets, register_budget
 from asc_search.constraints._complexity import Complexity, count_complexity, patch_layout
+from asc_search.constraints._devices import DeviceProfile, get_device, list_devices, register_device
 
-__all__ = ["Budget", "Complexity", "count_complexity", "get_budget", "list_budgets", "patch_layout", "register_budget"]
+__all__ = [
+    "Budget",
+    "Complexity",
+    "DeviceProfile",
+    "count_complexity",
+    "get_budget",
+    "get_device",
+    "list_budgets",
+    "list_devices",
+    "patch_layout",
+    "register_budget",
+    "register_device",
+]

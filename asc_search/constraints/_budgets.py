@@ -16,12 +16,16 @@ class Budget:
         name: Registry name.
         max_int8_bytes: Parameter memory as stored in the INT8 TFLite file (bytes), or None.
         max_macs: MACs to classify 1 s of audio, or None.
+        max_latency_ms: Latency to classify 1 s of audio on ``device`` (ms, by its latency model), or None.
+        device: Device profile of the latency limit.
         source: Where the limits come from.
     """
 
     name: str
     max_int8_bytes: int | None = None
     max_macs: int | None = None
+    max_latency_ms: float | None = None
+    device: str | None = None
     source: str = ""
 
     def __post_init__(self) -> None:
@@ -39,7 +43,18 @@ class Budget:
             reasons.append(f"int8_bytes {c.int8_bytes:,} > {self.max_int8_bytes:,}")
         if self.max_macs is not None and c.macs > self.max_macs:
             reasons.append(f"macs {c.macs:,} > {self.max_macs:,} per 1 s")
+        latency = self.latency_ms(c.macs)
+        if latency is not None and latency > self.max_latency_ms:
+            reasons.append(f"estimated latency {latency:.0f} ms > {self.max_latency_ms:g} ms per 1 s on {self.device}")
         return reasons
+
+    def latency_ms(self, macs: int) -> float | None:
+        """Estimated latency (ms) of ``macs`` MACs on the budget's device, or None without a latency limit."""
+        if self.max_latency_ms is None or self.device is None:
+            return None
+        from asc_search.constraints._devices import get_device
+
+        return get_device(self.device).estimate_latency_ms(macs)
 
     def violations(self, c: Complexity) -> dict[str, float]:
         """Constraint values for the sampler: > 0 means violated (relative excess)."""
@@ -48,6 +63,9 @@ class Budget:
             out["int8_bytes"] = c.int8_bytes / self.max_int8_bytes - 1.0
         if self.max_macs is not None:
             out["macs"] = c.macs / self.max_macs - 1.0
+        latency = self.latency_ms(c.macs)
+        if latency is not None:
+            out["latency"] = latency / self.max_latency_ms - 1.0
         return out
 
     def describe(self) -> str:
@@ -57,6 +75,8 @@ class Budget:
             parts.append(f"{self.max_int8_bytes:,} INT8 bytes")
         if self.max_macs is not None:
             parts.append(f"{self.max_macs / 1e6:g} M MACs per 1 s")
+        if self.max_latency_ms is not None:
+            parts.append(f"{self.max_latency_ms:g} ms per 1 s on {self.device} (estimated)")
         return f"{self.name}: {', '.join(parts) or 'no limits'} ({self.source})"
 
 
@@ -100,5 +120,10 @@ register_budget(Budget(
     source="DCASE 2022 Task 1: 128 K parameters at INT8 (128 KB, zeros count), 30 M MACs per 1 s of audio",
 ))
 register_budget(Budget(
-    name="none", source="no limits (search the unconstrained space)",
+    name="phone", max_latency_ms=250.0, device="phone",
+    source="a mid-range phone: 250 ms per inference, the DeepSpectrumLite target (DenseNet121 pipeline: 242 ms "
+           "on a Motorola moto e7 plus); latency from the device profile's MACs-throughput model",
+))
+register_budget(Budget(
+    name="none", source="search the unconstrained space",
 ))

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from asc_search._io import write_json, write_text
-from asc_search.constraints import Budget, count_complexity, patch_layout
+from asc_search.constraints import Budget, count_complexity, list_devices, patch_layout
 from asc_search.data import DecodedDataset
 from asc_search.deploy._deploy import DeployFrontend, audio_patches
 from asc_search.deploy._export import export_int8_tflite
@@ -114,6 +114,10 @@ def export_and_validate(model_pt: Path, data_by_rate: dict[int, DecodedDataset],
     if budget.max_macs is not None:
         limits.append({"limit": "macs", "value": macs_tflite, "max": budget.max_macs,
                        "pass": macs_tflite <= budget.max_macs})
+    latency = budget.latency_ms(macs_tflite)
+    if latency is not None:
+        limits.append({"limit": "estimated_latency_ms", "value": round(latency, 3), "max": budget.max_latency_ms,
+                       "device": budget.device, "pass": latency <= budget.max_latency_ms})
     agreement = float((f_clip.argmax(1) == q_clip.argmax(1)).mean())
     b_clip = clip_probabilities(builtin_probs, owner, len(val))
     tflm = _tflm_check(tflite_path, x_val, owner, f_clip, float_probs)
@@ -137,6 +141,9 @@ def export_and_validate(model_pt: Path, data_by_rate: dict[int, DecodedDataset],
         "latency_ms_litert_xnnpack": round(litert_latency_ms(tflite_path, xnnpack=True), 4),
         "latency_ms_litert_builtin": round(litert_latency_ms(tflite_path, xnnpack=False), 4),
         "latency_note": "host CPU, LiteRT, 1 thread, median of 50 runs after 5 warm-up runs",
+        "estimated_device_latency_ms_per_1s": {d.name: round(d.estimate_latency_ms(macs_tflite), 3)
+                                               for d in list_devices()},
+        "device_latency_model": "MACs / calibrated MAC throughput of the device profile (see asc-search budgets)",
         "interpreter": "LiteRT (XNNPACK, 1 thread)", "export_s": round(export_s, 2),
         "budget": budget.name, "limits": limits, "deployable": all(lim["pass"] for lim in limits),
     }
