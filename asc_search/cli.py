@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -189,14 +190,19 @@ def _cmd_deploy(argv: list[str]) -> int:
     p.add_argument("--pick", default="knee", help="trial id, knee or best (default knee)")
     p.add_argument("--target", default=None, help="budget to re-check against (default: the run's)")
     p.add_argument("--out", default=None, help="bundle folder (default RUN/bundles/<trial>)")
+    p.add_argument("--adb", action="store_true", help="also time the models on an attached Android device with "
+                   "TFLite's benchmark_model (needs adb and benchmark_model in /data/local/tmp/asc_search)")
     args = p.parse_args(argv)
     _setup_logging(False)
+    if args.adb and shutil.which("adb") is None:
+        raise UserInputError("--adb needs the 'adb' program on PATH (Android platform-tools); install it or drop --adb")
     from asc_search.deploy import make_bundle
 
-    v = make_bundle(args.run, args.pick, out=args.out, target=args.target)
+    v = make_bundle(args.run, args.pick, out=args.out, target=args.target, adb=args.adb)
     print(f"asc-search: bundle {v['bundle']}: INT8 accuracy {v['int8']['accuracy']:.3f}, "
           f"bundle/float agreement {v.get('bundle_float_agreement', float('nan')):.3f}, "
-          f"{v['int8_bytes_tflite']:,} INT8 bytes, {v['macs_tflite'] / 1e6:.2f} M MACs; target {v['target']} passed")
+          f"{v['int8_bytes_tflite']:,} INT8 bytes, {v['macs_tflite'] / 1e6:.2f} M MACs, end-to-end "
+          f"{v['latency_ms_end_to_end']:.2f} ms per chunk on this host; target {v['target']} passed")
     return 0 if v.get("bundle_agreement_pass", True) and v.get("frontend_within_tolerance", True) else 1
 
 

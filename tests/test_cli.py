@@ -66,3 +66,9 @@ def test_short_chunks_are_not_mistaken_for_an_infeasible_space():
 
     space = DefineByRunSpace(options=SpaceOptions(chunk_s=(0.1,)), budget=get_budget("dcase2022"), n_classes=10)
     _check_space_has_feasible(space)  # a 16 ms hop without pooling fits a 0.1 s patch
+
+
+def test_deploy_adb_without_adb_is_a_one_line_error(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no adb here
+    assert main(["deploy", str(tmp_path), "--adb"]) == 2
+    assert "adb" in _one_line_error(capsys)

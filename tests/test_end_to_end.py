@@ -84,6 +84,7 @@ def test_search_on_esc10_with_a_tiny_budget(esc10, tmp_path):
     bundle = tmp_path / "bundle"
     b = json.loads((bundle / "validation.json").read_text())
     assert b["bundle_float_agreement"] >= 0.95 and b["frontend_max_abs_diff"] <= b["feature_tolerance"]
+    assert b["latency_ms_end_to_end"] > 0 and "end-to-end" in (bundle / "README.md").read_text()
     assert {"frontend.tflite", "model_int8.tflite", "frontend.json", "labels.txt", "model_data.h", "model_data.cc",
             "README.md"} <= {f.name for f in bundle.iterdir()}
     p = _run(["validate", str(bundle), "--data", str(esc10)], cwd=tmp_path)

@@ -189,7 +189,71 @@ def evaluate_model_dir(model_dir: Path, data_path: Path | str, *, split: str = "
             "confusion_matrix": confusion_matrix(y, probs.argmax(1), labels=range(len(labels))).tolist()}
 
 
-def make_bundle(run_dir: str | Path, pick: str, *, out: str | Path | None = None, target: str | None = None) -> dict:
+def end_to_end_latency_ms(bundle: Path, chunk_samples: int, *, runs: int = 50, warmup: int = 5) -> float:
+    """Median host latency (ms) of ``frontend.tflite`` then ``model_int8.tflite`` on one chunk of audio."""
+    import statistics
+    import time
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    fe = Interpreter(model_path=str(bundle / "frontend.tflite"), num_threads=1)
+    fe.allocate_tensors()
+    model = Interpreter(model_path=str(bundle / "model_int8.tflite"), num_threads=1)
+    model.allocate_tensors()
+    fi, fo = fe.get_input_details()[0], fe.get_output_details()[0]
+    mi = model.get_input_details()[0]
+    scale, zero = mi["quantization"]
+    audio = np.zeros((1, chunk_samples), dtype=np.float32)
+    times = []
+    for i in range(warmup + runs):
+        t0 = time.perf_counter()
+        fe.set_tensor(fi["index"], audio)
+        fe.invoke()
+        feats = fe.get_tensor(fo["index"])
+        model.set_tensor(mi["index"], np.clip(np.round(feats / scale + zero), -128, 127).astype(np.int8))
+        model.invoke()
+        if i >= warmup:
+            times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times)
+
+
+def adb_benchmark(bundle: Path, *, device_dir: str = "/data/local/tmp/asc_search") -> dict:
+    """Push the bundle's models to an Android device and time them with TFLite's ``benchmark_model``.
+
+    Needs ``adb`` on PATH, one device attached, and ``benchmark_model`` in ``device_dir`` on the device
+    (TFLite's prebuilt Android binary).
+
+    Returns:
+        ``{"model_int8_avg_us": float, "frontend_avg_us": float, "raw": {...}}`` as ``benchmark_model`` reports.
+
+    Raises:
+        UserInputError: adb is missing, no device answers, or benchmark_model is not on the device.
+    """
+    import re
+    import subprocess
+
+    if shutil.which("adb") is None:
+        raise UserInputError("--adb needs the 'adb' program on PATH (Android platform-tools); install it or drop --adb")
+
+    def adb(*args: str) -> str:
+        p = subprocess.run(["adb", *args], capture_output=True, text=True, timeout=600)
+        if p.returncode != 0:
+            raise UserInputError(f"adb {' '.join(args)} failed: {p.stderr.strip()[:200]}")
+        return p.stdout
+
+    adb("shell", "test", "-x", f"{device_dir}/benchmark_model")
+    out = {"raw": {}}
+    for name in ("model_int8.tflite", "frontend.tflite"):
+        adb("push", str(bundle / name), f"{device_dir}/{name}")
+        text = adb("shell", f"{device_dir}/benchmark_model", f"--graph={device_dir}/{name}", "--num_threads=1")
+        m = re.findall(r"avg=([0-9.]+)", text)
+        out["raw"][name] = text[-500:]
+        out[name.split(".")[0] + "_avg_us"] = float(m[-1]) if m else None
+    return out
+
+
+def make_bundle(run_dir: str | Path, pick: str, *, out: str | Path | None = None, target: str | None = None,
+                adb: bool = False) -> dict:
     """Write the deployable bundle of one exported model of a run.
 
     Args:
@@ -197,6 +261,7 @@ def make_bundle(run_dir: str | Path, pick: str, *, out: str | Path | None = None
         pick: A trial id, ``knee`` or ``best`` (most accurate deployable exported model).
         out: Bundle folder (default ``RUN/bundles/<trial>``).
         target: Budget name to re-check the model against (default: the run's budget).
+        adb: Also time the models on an attached Android device (``adb_benchmark``).
 
     Returns:
         The bundle's validation dict (also ``validation.json`` in the bundle).
@@ -249,7 +314,12 @@ def make_bundle(run_dir: str | Path, pick: str, *, out: str | Path | None = None
     result = evaluate_model_dir(dest, data_path) if data_path else {}
     parity = _bundle_parity(src, dest, data_path, frontend, spec) if data_path else {}
     report = {**v, "bundle": str(dest), "target": budget.name, "target_pass": True, "bundle_metrics": result,
-              **parity, "feature_tolerance": FEATURE_TOLERANCE}
+              **parity, "feature_tolerance": FEATURE_TOLERANCE,
+              "latency_ms_end_to_end": round(end_to_end_latency_ms(dest, chunk), 4),
+              "latency_end_to_end_note": "frontend.tflite + model_int8.tflite on one chunk, host CPU, LiteRT "
+                                         "(XNNPACK), 1 thread, median of 50 runs after 5 warm-up runs"}
+    if adb:
+        report["device_benchmark"] = adb_benchmark(dest)
     write_json(dest / "validation.json", report)
     write_text(dest / "README.md", _bundle_readme(trial, report, spec))
     return report
@@ -310,6 +380,7 @@ patch, average the softmax probabilities (mean fusion).
 | bundle (frontend.tflite + INT8) / PyTorch float agreement | {v.get('bundle_float_agreement', float('nan')):.3f} |
 | front-end max abs difference to PyTorch (normalised units; tolerance {FEATURE_TOLERANCE}) | {v.get('frontend_max_abs_diff', float('nan')):.2e} |
 | TFLite-Micro arena (bytes) | {v.get('tflm_arena_bytes', '-')} |
+| end-to-end host latency, frontend.tflite + INT8 model, one chunk (ms) | {v.get('latency_ms_end_to_end', float('nan')):.3f} |
 | host latency, LiteRT 1 thread, XNNPACK / builtin (ms) | {v.get('latency_ms_litert_xnnpack', float('nan')):.3f} / {v.get('latency_ms_litert_builtin', float('nan')):.3f} |
 | target budget | {v['target']} (pass) |
 """

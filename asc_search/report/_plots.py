@@ -51,13 +51,18 @@ def pareto_figure(rows: list[dict], budget: Budget, *, exported: set[str] | None
     Returns:
         The matplotlib figure (the caller saves and closes it).
     """
+    if budget.max_latency_ms is not None:  # a third panel: accuracy against the device latency estimate
+        rows = [{**r, "latency_ms": budget.latency_ms(r["macs"]) if isinstance(r.get("macs"), int) else ""}
+                for r in rows]
     done = [r for r in rows if r["status"] == "completed"]
     front = sorted((r for r in done if r.get("on_front")), key=lambda r: r["macs"])
     rejected = [r for r in rows if r["status"] == "rejected"]
     failed = [r for r in rows if r["status"] in ("failed", "stopped") and r.get("macs") not in ("", None)]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), dpi=120)
     panels = [("macs", 1e6, "M MACs per 1 s of audio", budget.max_macs),
               ("int8_bytes", 1e3, "INT8 parameter memory (KB)", budget.max_int8_bytes)]
+    if budget.max_latency_ms is not None:
+        panels.append(("latency_ms", 1.0, f"estimated latency per 1 s on {budget.device} (ms)", budget.max_latency_ms))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.8), dpi=120)
     for ax, (key, scale, label, limit) in zip(axes, panels, strict=True):
         trained_x = [r[key] / scale for r in done]
         right = max(trained_x + [1e-9]) * 1.08

@@ -42,3 +42,15 @@ def test_pareto_figure_has_axes_budget_lines_and_labelled_points():
     assert any(t.startswith("rejected before training (1") for t in legend)
     assert any(t.startswith("Pareto front, 3 objectives (2)") for t in legend)
     plt.close(fig)
+
+
+def test_latency_budget_adds_a_latency_panel():
+    import matplotlib.pyplot as plt
+
+    from asc_search.report import pareto_figure
+
+    rows = [_row("aaaa0001", "completed", 0.8, 5_000_000, 20_000, True)]
+    fig = pareto_figure(rows, get_budget("phone"))
+    assert len(fig.axes) == 3 and "latency" in fig.axes[2].get_xlabel()
+    assert [ln.get_xdata()[0] for ln in fig.axes[2].get_lines() if ln.get_linestyle() == "--"] == [250.0]
+    plt.close(fig)
