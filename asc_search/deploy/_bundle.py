@@ -13,7 +13,7 @@ import torch
 from asc_search._io import write_json, write_text
 from asc_search.constraints import Budget, count_complexity, list_devices, patch_layout
 from asc_search.data import DecodedDataset
-from asc_search.deploy._deploy import DeployFrontend, audio_patches
+from asc_search.deploy._deploy import DeployFrontend, audio_patches, batched, softmax_rows
 from asc_search.deploy._export import export_int8_tflite
 from asc_search.deploy._tflm import (
     TFLMError,
@@ -92,15 +92,11 @@ def export_and_validate(model_pt: Path, data_by_rate: dict[int, DecodedDataset],
     frontend = DeployFrontend(layout.frontend, list(norm.mean_db), list(norm.std_db)).eval()
     chunks, owner = audio_patches([data.waveforms[i] for i in val], chunk_samples=layout.chunk_samples,
                                   hop_samples=layout.patch_hop_samples)
-    with torch.inference_mode():
-        x_val = np.concatenate([frontend(torch.from_numpy(chunks[i:i + 256])).numpy()
-                                for i in range(0, len(chunks), 256)])
-    with torch.inference_mode():
-        float_probs = np.concatenate([torch.softmax(model(torch.from_numpy(x_val[i:i + 256])), dim=1).numpy()
-                                      for i in range(0, len(x_val), 256)])
+    x_val = batched(frontend, chunks)
+    float_probs = batched(model, x_val, softmax=True)
     int8_logits = run_int8(tflite_path, x_val, xnnpack=True)
-    int8_probs = _softmax(int8_logits)
-    builtin_probs = _softmax(run_int8(tflite_path, x_val, xnnpack=False))
+    int8_probs = softmax_rows(int8_logits)
+    builtin_probs = softmax_rows(run_int8(tflite_path, x_val, xnnpack=False))
     y = data.labels[val]
     f_clip = clip_probabilities(float_probs, owner, len(val))
     q_clip = clip_probabilities(int8_probs, owner, len(val))
@@ -170,7 +166,7 @@ def _tflm_check(tflite_path: Path, x_val: np.ndarray, owner: np.ndarray, f_clip:
         arena = tflm_arena_bytes(tflite_path)
         n_clips = int(owner[min(len(owner), TFLM_MAX_PATCHES) - 1]) + 1  # whole clips, about TFLM_MAX_PATCHES
         keep = owner < n_clips
-        probs = _softmax(run_int8_tflm(tflite_path, x_val[keep], arena_size=arena))
+        probs = softmax_rows(run_int8_tflm(tflite_path, x_val[keep], arena_size=arena))
         t_clip = clip_probabilities(probs, owner[keep], n_clips)
         return {"tflm_arena_bytes": arena, "tflm_validation_clips": n_clips,
                 "tflm_float_agreement": float((f_clip[:n_clips].argmax(1) == t_clip.argmax(1)).mean()),
@@ -178,11 +174,6 @@ def _tflm_check(tflite_path: Path, x_val: np.ndarray, owner: np.ndarray, f_clip:
     except TFLMError as exc:
         log.warning("TFLite-Micro check of %s failed: %s", tflite_path, exc)
         return {"tflm_error": str(exc)}
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def export_front(run_dir: Path, front: list[dict], data_by_rate: dict[int, DecodedDataset], budget: Budget, *,

@@ -60,6 +60,22 @@ CONFIG_FIELDS = ("kind", "sample_rate_hz", "n_bins", "win_ms", "hop_ms", "f_min_
                  "bins_per_octave", "amin")
 
 
+def batched(module: nn.Module, x: np.ndarray, *, batch: int = 256, softmax: bool = False) -> np.ndarray:
+    """Run ``module`` over ``x`` in batches (bounded memory) and concatenate; optionally softmax over dim 1."""
+    outs = []
+    with torch.inference_mode():
+        for s in range(0, len(x), batch):
+            y = module(torch.from_numpy(x[s:s + batch]))
+            outs.append((torch.softmax(y, dim=1) if softmax else y).numpy())
+    return np.concatenate(outs)
+
+
+def softmax_rows(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of ``(n, k)`` logits."""
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
 def _config_fields(config: FrontendConfig) -> dict:
     return {k: getattr(config, k) for k in CONFIG_FIELDS}
 
@@ -174,13 +190,9 @@ def evaluate_model_dir(model_dir: Path, data_path: Path | str, *, split: str = "
     if (model_dir / "frontend.tflite").exists():
         feats, used = _run_frontend_tflite(model_dir / "frontend.tflite", chunks), "frontend.tflite"
     else:
-        with torch.inference_mode():
-            feats = np.concatenate([frontend(torch.from_numpy(chunks[s:s + 256])).numpy()
-                                    for s in range(0, len(chunks), 256)])
-        used = "PyTorch front-end from frontend.json"
-    logits = run_int8(model_dir / "model_int8.tflite", feats, xnnpack=True)
-    e = np.exp(logits - logits.max(axis=1, keepdims=True))
-    probs = clip_probabilities(e / e.sum(axis=1, keepdims=True), owner, len(idx))
+        feats, used = batched(frontend, chunks), "PyTorch front-end from frontend.json"
+    probs = clip_probabilities(softmax_rows(run_int8(model_dir / "model_int8.tflite", feats, xnnpack=True)), owner,
+                               len(idx))
     # labels.txt order is the model's output order
     name_of = {i: c for i, c in enumerate(data.class_names)}
     y = np.array([labels.index(name_of[int(k)]) for k in data.labels[idx]])
@@ -311,10 +323,8 @@ def make_bundle(run_dir: str | Path, pick: str, *, out: str | Path | None = None
     export_frontend_tflite(frontend, chunk, dest / "frontend.tflite")
     # parity: bundle on raw audio vs PyTorch front-end + float model
     data_path = run.config.get("run", {}).get("data")
-    result = evaluate_model_dir(dest, data_path) if data_path else {}
     parity = _bundle_parity(src, dest, data_path, frontend, spec) if data_path else {}
-    report = {**v, "bundle": str(dest), "target": budget.name, "target_pass": True, "bundle_metrics": result,
-              **parity, "feature_tolerance": FEATURE_TOLERANCE,
+    report = {**v, "bundle": str(dest), "target": budget.name, "target_pass": True, **parity, "feature_tolerance": FEATURE_TOLERANCE,
               "latency_ms_end_to_end": round(end_to_end_latency_ms(dest, chunk), 4),
               "latency_end_to_end_note": "frontend.tflite + model_int8.tflite on one chunk, host CPU, LiteRT "
                                          "(XNNPACK), 1 thread, median of 50 runs after 5 warm-up runs"}
@@ -337,20 +347,24 @@ def _bundle_parity(src: Path, dest: Path, data_path: str, frontend: DeployFronte
     chunk = int(round(spec["chunk_s"] * rate))
     hop = spec["patch_hop_frames"] * spec["frontend"]["hop_samples"]
     chunks, owner = audio_patches([data.waveforms[i] for i in idx], chunk_samples=chunk, hop_samples=hop)
-    with torch.inference_mode():
-        ref_feats = np.concatenate([frontend(torch.from_numpy(chunks[s:s + 256])).numpy()
-                                    for s in range(0, len(chunks), 256)])
-        ref_probs = np.concatenate([torch.softmax(model(torch.from_numpy(ref_feats[s:s + 256])), 1).numpy()
-                                    for s in range(0, len(ref_feats), 256)])
+    ref_feats = batched(frontend, chunks)
+    ref_probs = batched(model, ref_feats, softmax=True)
     tfl_feats = _run_frontend_tflite(dest / "frontend.tflite", chunks)
-    logits = run_int8(dest / "model_int8.tflite", tfl_feats)
-    e = np.exp(logits - logits.max(axis=1, keepdims=True))
-    q = clip_probabilities(e / e.sum(axis=1, keepdims=True), owner, len(idx))
+    q = clip_probabilities(softmax_rows(run_int8(dest / "model_int8.tflite", tfl_feats)), owner, len(idx))
     f = clip_probabilities(ref_probs, owner, len(idx))
     diff = float(np.abs(tfl_feats - ref_feats).max())
     agreement = float((q.argmax(1) == f.argmax(1)).mean())
-    return {"bundle_float_agreement": agreement, "bundle_agreement_pass": agreement >= MIN_BUNDLE_AGREEMENT,
-            "frontend_max_abs_diff": diff, "frontend_within_tolerance": diff <= FEATURE_TOLERANCE}
+    # the bundle's own figures on the validation split: what 'asc-search validate BUNDLE' prints (same pipeline)
+    from sklearn.metrics import confusion_matrix
+
+    labels = [lab for lab in (dest / "labels.txt").read_text().split("\n") if lab]
+    y = np.array([labels.index(data.class_names[int(k)]) for k in data.labels[idx]])
+    bundle_metrics = {**classification_metrics(y, q), "clips": int(len(idx)), "split": "validation",
+                      "classes": labels, "frontend": "frontend.tflite",
+                      "confusion_matrix": confusion_matrix(y, q.argmax(1), labels=range(len(labels))).tolist()}
+    return {"bundle_metrics": bundle_metrics, "bundle_float_agreement": agreement,
+            "bundle_agreement_pass": agreement >= MIN_BUNDLE_AGREEMENT, "frontend_max_abs_diff": diff,
+            "frontend_within_tolerance": diff <= FEATURE_TOLERANCE}
 
 
 def _bundle_readme(trial: str, v: dict, spec: dict) -> str:
