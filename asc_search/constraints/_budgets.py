@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from asc_search._errors import UserInputError
+from asc_search._registry import NamedRegistry
 from asc_search.constraints._complexity import Complexity
 
 
@@ -80,7 +81,8 @@ class Budget:
         return f"{self.name}: {', '.join(parts) or 'no limits'} ({self.source})"
 
 
-_BUDGETS: dict[str, Budget] = {}
+_BUDGETS: NamedRegistry[Budget] = NamedRegistry(
+    "budget", valid_label="valid budgets", hint=" (or set --max-int8-bytes / --max-macs)")
 
 
 def register_budget(budget: Budget) -> Budget:
@@ -89,15 +91,12 @@ def register_budget(budget: Budget) -> Budget:
     Raises:
         ValueError: The name is taken.
     """
-    if budget.name in _BUDGETS:
-        raise ValueError(f"budget {budget.name!r} is already registered")
-    _BUDGETS[budget.name] = budget
-    return budget
+    return _BUDGETS.register(budget)
 
 
 def list_budgets() -> list[Budget]:
     """Registered budgets, sorted by name."""
-    return [_BUDGETS[k] for k in sorted(_BUDGETS)]
+    return _BUDGETS.all()
 
 
 def get_budget(name: str) -> Budget:
@@ -106,13 +105,7 @@ def get_budget(name: str) -> Budget:
     Raises:
         UserInputError: Unknown name; the message lists the valid names.
     """
-    try:
-        return _BUDGETS[name]
-    except KeyError:
-        raise UserInputError(
-            f"unknown budget {name!r}; valid budgets: {', '.join(sorted(_BUDGETS))} "
-            "(or set --max-int8-bytes / --max-macs)"
-        ) from None
+    return _BUDGETS.get(name)
 
 
 register_budget(Budget(

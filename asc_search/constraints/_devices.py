@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from asc_search._errors import UserInputError
+from asc_search._registry import NamedRegistry
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -39,7 +39,7 @@ class DeviceProfile:
         return macs / self.macs_per_s * 1000.0
 
 
-_DEVICES: dict[str, DeviceProfile] = {}
+_DEVICES: NamedRegistry[DeviceProfile] = NamedRegistry("device profile")
 
 
 def register_device(profile: DeviceProfile) -> DeviceProfile:
@@ -48,10 +48,7 @@ def register_device(profile: DeviceProfile) -> DeviceProfile:
     Raises:
         ValueError: The name is taken.
     """
-    if profile.name in _DEVICES:
-        raise ValueError(f"device profile {profile.name!r} is already registered")
-    _DEVICES[profile.name] = profile
-    return profile
+    return _DEVICES.register(profile)
 
 
 def get_device(name: str) -> DeviceProfile:
@@ -60,15 +57,12 @@ def get_device(name: str) -> DeviceProfile:
     Raises:
         UserInputError: Unknown name; the message lists the valid names.
     """
-    try:
-        return _DEVICES[name]
-    except KeyError:
-        raise UserInputError(f"unknown device profile {name!r}; valid: {', '.join(sorted(_DEVICES))}") from None
+    return _DEVICES.get(name)
 
 
 def list_devices() -> list[DeviceProfile]:
     """Registered device profiles, sorted by name."""
-    return [_DEVICES[k] for k in sorted(_DEVICES)]
+    return _DEVICES.all()
 
 
 register_device(DeviceProfile(
