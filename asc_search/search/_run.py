@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import math
@@ -330,21 +329,11 @@ def _trial_dirname(trial) -> str:
 
 
 def _check_space_has_feasible(space: DefineByRunSpace) -> None:
-    """Fail fast when even the smallest network of the space breaks the budget (every front-end choice)."""
-    from asc_search.search_spaces import genome_from_params
+    """Fail fast when even the smallest networks of the space break the budget (every front-end choice)."""
+    from asc_search.search_spaces import smallest_genomes
 
-    o = space.options
-    params = {"sample_rate_hz": min(o.sample_rates_hz), "n_bins": min(o.n_bins), "deltas": min(o.deltas),
-              "n_stages": o.min_stages, "head_width": min(o.head_widths), "dropout": o.dropouts[0],
-              "lr": o.learning_rates[0]}
     reasons: list[str] = []
-    for kind, chunk, hop, pool in itertools.product(o.frontends, o.chunk_s, sorted({min(o.hop_ms), max(o.hop_ms)}),
-                                                    sorted({"max2", "none"} & set(o.pools)) or [o.pools[0]]):
-        stages = {}
-        for i in range(1, o.min_stages + 1):
-            stages |= {f"s{i}_width": min(o.widths), f"s{i}_kernel": min(o.kernels), f"s{i}_act": o.activations[0],
-                       f"s{i}_pool": pool}
-        smallest = genome_from_params({**params, **stages, "frontend": kind, "chunk_s": chunk, "hop_ms": hop})
+    for smallest in smallest_genomes(space.options):
         reasons = space.budget.check(count_complexity(smallest, n_classes=space.n_classes))
         if not reasons:
             return

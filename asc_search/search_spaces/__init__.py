@@ -2,7 +2,13 @@
 
 from asc_search.search_spaces._builder import CandidateCNN, build_model
 from asc_search.search_spaces._genome import ConvStage, FrontendGenes, Genome
-from asc_search.search_spaces._space import FULL_CLIP, SpaceOptions, genome_from_params, sample_genome
+from asc_search.search_spaces._space import (
+    FULL_CLIP,
+    SpaceOptions,
+    genome_from_params,
+    sample_genome,
+    smallest_genomes,
+)
 
 __all__ = [
     "FULL_CLIP",
@@ -14,4 +20,5 @@ __all__ = [
     "build_model",
     "genome_from_params",
     "sample_genome",
+    "smallest_genomes",
 ]

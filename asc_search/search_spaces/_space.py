@@ -7,6 +7,8 @@ so constrained samplers learn where the feasible region is.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 from asc_search._errors import UserInputError
@@ -131,3 +133,21 @@ def genome_from_params(params: dict) -> Genome:
         ),
         head_width=int(params["head_width"]), dropout=float(params["dropout"]), learning_rate=float(params["lr"]),
     )
+
+
+def smallest_genomes(options: SpaceOptions) -> Iterator[Genome]:
+    """The smallest networks of the space, one per front-end / patch / hop / pooling choice.
+
+    A run fails fast (before Ray starts) when every one of them breaks the budget.
+    """
+    o = options
+    params = {"sample_rate_hz": min(o.sample_rates_hz), "n_bins": min(o.n_bins), "deltas": min(o.deltas),
+              "n_stages": o.min_stages, "head_width": min(o.head_widths), "dropout": o.dropouts[0],
+              "lr": o.learning_rates[0]}
+    for kind, chunk, hop, pool in itertools.product(o.frontends, o.chunk_s, sorted({min(o.hop_ms), max(o.hop_ms)}),
+                                                    sorted({"max2", "none"} & set(o.pools)) or [o.pools[0]]):
+        stages = {}
+        for i in range(1, o.min_stages + 1):
+            stages |= {f"s{i}_width": min(o.widths), f"s{i}_kernel": min(o.kernels), f"s{i}_act": o.activations[0],
+                       f"s{i}_pool": pool}
+        yield genome_from_params({**params, **stages, "frontend": kind, "chunk_s": chunk, "hop_ms": hop})
