@@ -1,6 +1,6 @@
 """The ``asc-search`` command line.
 
-Commands: ``search`` (the default: ``asc-search --budget dcase2022 --data DIR``), ``report RUN``,
+Commands: ``search`` (the default: ``asc-search --budget dcase2022 --data DIR``), ``resume RUN``, ``report RUN``,
 ``trials RUN``, ``show RUN TRIAL``, ``data check DIR`` and ``budgets``.
 Exit codes: 0 success, 1 run failure, 2 usage error (one line naming the bad value and the fix).
 """
@@ -17,12 +17,14 @@ from pathlib import Path
 
 from asc_search._errors import AscSearchError, UserInputError
 
-COMMANDS = ("search", "report", "trials", "show", "deploy", "validate", "data", "budgets")
+COMMANDS = ("search", "resume", "report", "trials", "show", "deploy", "validate", "data", "budgets")
 
 EXAMPLES = """examples:
   asc-search --budget dcase2022 --data ../shared/data/esc10-dev --trials 16 --out runs/esc10
   asc-search --budget dcase2022 --data ../shared/data/fsdd --trials 16 --out runs/fsdd
   asc-search --budget dcase2022 --max-int8-bytes 20000 --data my_manifest.csv
+  asc-search --data /data/esc10-dev --address auto --cpus-per-trial 1 --gpus-per-trial 0.25   # on a Ray cluster
+  asc-search resume runs/esc10      # continue an interrupted run
   asc-search budgets
   asc-search data check ../shared/data/esc10-dev
   asc-search report runs/esc10 ; asc-search trials runs/esc10 --sort macs ; asc-search show runs/esc10 TRIAL
@@ -59,7 +61,9 @@ def _search_parser() -> argparse.ArgumentParser:
                    "longest clip; default 0.5,1)")
     p.add_argument("--deltas", default="0", help="delta-channel orders to search: 0, 1, 2 (comma-separated)")
     p.add_argument("--address", default=None, help="join a Ray cluster: auto or HOST:PORT (default: local Ray)")
-    p.add_argument("--cpus-per-trial", type=float, default=1.0)
+    p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs reserved per trial (default 1)")
+    p.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial, fractional shares a GPU "
+                   "(0.25: four trials a GPU); a trial with a GPU trains on CUDA (default 0: CPU)")
     p.add_argument("--max-concurrent", type=int, default=None)
     p.add_argument("--max-export", type=int, default=8, help="most Pareto members exported to INT8 TFLite")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -259,22 +263,52 @@ def _cmd_search(argv: list[str]) -> int:
         frontends=_csv(args.frontends, str, "--frontends"), sample_rates_hz=_csv(args.sample_rates_hz, int,
                                                                                    "--sample-rates-hz"),
         chunks_s=_csv(args.chunks_s.replace("full", "0"), float, "--chunks-s"), deltas=_csv(args.deltas, int, "--deltas"),
-        address=args.address, cpus_per_trial=args.cpus_per_trial,
+        address=args.address, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
         max_concurrent=args.max_concurrent, max_export=args.max_export,
     )
     resolve_budget(config)  # unknown budget: usage error before anything starts
     space_options(config)  # bad space choices: usage error before anything starts
+    _print_front(_with_display(lambda **kw: run_search(config, **kw)))
+    return 0
+
+
+def _with_display(run):
+    """Call ``run(on_progress=..., on_state=...)`` with the live panel in a terminal, plain lines otherwise."""
     if sys.stdout.isatty():
         from rich.console import Console
         from rich.live import Live
 
         panel = _LivePanel()
         with Live(panel, console=Console(), refresh_per_second=2, transient=False) as live:
-            result = run_search(config, on_progress=lambda msg: live.console.print(f"asc-search: {msg}"),
-                                on_state=panel.update)
-    else:  # CI, pipes, files: plain log lines
-        result = run_search(config, on_progress=lambda msg: print(f"asc-search: {msg}", flush=True))
-    _print_front(result)
+            return run(on_progress=lambda msg: live.console.print(f"asc-search: {msg}"), on_state=panel.update)
+    return run(on_progress=lambda msg: print(f"asc-search: {msg}", flush=True))  # CI, pipes, files
+
+
+def _cmd_resume(argv: list[str]) -> int:
+    p = _Parser(prog="asc-search resume", description="Continue an interrupted search (driver killed, machine "
+                "or cluster head restarted): finished trials are kept, unfinished ones run again, the sampler goes "
+                "on from its history, and the run finishes its trial count, front, export and report.",
+                epilog="examples:\n  asc-search resume runs/esc10\n  asc-search resume runs/esc10 --address auto",
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run", help="run directory (the --out of the interrupted search)")
+    p.add_argument("--address", default=None, help="Ray cluster to resume on: auto or HOST:PORT (default: the "
+                   "run's own)")
+    p.add_argument("--cpus-per-trial", type=float, default=None, help="default: the run's own")
+    p.add_argument("--gpus-per-trial", type=float, default=None, help="default: the run's own")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    args = p.parse_args(argv)
+    _setup_logging(args.verbose)
+    if not Path(args.run).is_dir():
+        raise UserInputError(f"{args.run} does not exist; pass the --out folder of the interrupted search")
+    if args.cpus_per_trial is not None and args.cpus_per_trial <= 0:
+        raise UserInputError(f"--cpus-per-trial must be > 0, got {args.cpus_per_trial}")
+    if args.gpus_per_trial is not None and args.gpus_per_trial < 0:
+        raise UserInputError(f"--gpus-per-trial must be >= 0, got {args.gpus_per_trial}")
+    from asc_search.search import resume_search
+
+    _print_front(_with_display(lambda **kw: resume_search(args.run, address=args.address,
+                                                          cpus_per_trial=args.cpus_per_trial,
+                                                          gpus_per_trial=args.gpus_per_trial, **kw)))
     return 0
 
 
@@ -346,6 +380,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_budgets()
         if argv and argv[0] == "data":
             return _cmd_data(argv[1:])
+        if argv and argv[0] == "resume":
+            return _cmd_resume(argv[1:])
         if argv and argv[0] in ("report", "trials", "show", "deploy", "validate"):
             return {"report": _cmd_report, "trials": _cmd_trials, "show": _cmd_show, "deploy": _cmd_deploy,
                     "validate": _cmd_validate}[argv[0]](argv[1:])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from asc_search._errors import UserInputError
@@ -34,7 +34,9 @@ class RunConfig:
         chunks_s: Patch lengths the search may pick (s).
         deltas: Delta-channel orders the search may pick (0, 1, 2).
         address: Ray cluster address (``auto`` or ``HOST:PORT``); None starts a local instance.
-        cpus_per_trial: CPUs reserved per trial.
+        cpus_per_trial: CPUs reserved per trial (may be fractional).
+        gpus_per_trial: GPUs reserved per trial (fractional shares one GPU, e.g. 0.25: four trials a GPU);
+            a trial given a GPU trains on CUDA. 0: CPU only.
         max_concurrent: Trials running at once; None: as many as the CPUs allow.
         max_export: Most Pareto-front members exported to INT8 TFLite.
     """
@@ -58,6 +60,7 @@ class RunConfig:
     deltas: tuple[int, ...] = (0,)
     address: str | None = None
     cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
     max_concurrent: int | None = None
     max_export: int = 8
 
@@ -78,6 +81,10 @@ class RunConfig:
             raise UserInputError(f"--max-concurrent must be >= 1, got {self.max_concurrent}")
         if self.cpus_per_trial <= 0:
             raise UserInputError(f"--cpus-per-trial must be > 0, got {self.cpus_per_trial}")
+        if self.gpus_per_trial < 0:
+            raise UserInputError(f"--gpus-per-trial must be >= 0 (0: CPU only; 0.5: half a GPU), got {self.gpus_per_trial}")
+        if self.gpus_per_trial > 1 and self.gpus_per_trial != int(self.gpus_per_trial):
+            raise UserInputError(f"--gpus-per-trial above 1 must be a whole number of GPUs, got {self.gpus_per_trial}")
         if self.max_export < 0:
             raise UserInputError(f"--max-export must be >= 0, got {self.max_export}")
 
@@ -85,3 +92,19 @@ class RunConfig:
         """YAML-ready dict (paths as strings)."""
         return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
                 for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunConfig:
+        """Inverse of ``to_dict`` (the ``run`` section of ``config.yaml``); unknown keys are ignored, missing
+        ones take their defaults (a run written by an older version)."""
+        names = {f.name: f for f in fields(cls)}
+        kw = {}
+        for k, v in d.items():
+            if k not in names:
+                continue
+            if k in ("data", "out"):
+                v = Path(v)
+            elif isinstance(v, list):
+                v = tuple(v)
+            kw[k] = v
+        return cls(**kw)

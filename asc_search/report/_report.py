@@ -6,6 +6,7 @@ Everything is rebuilt from the run directory (``load_run``), at the end of a sea
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from asc_search._io import write_json, write_text
@@ -93,7 +94,7 @@ def write_report(run: LoadedRun) -> dict[str, Path]:
     cfg = run.config.get("run", {})
     if cfg:
         keys = ("data", "trials", "time_budget_s", "seed", "sampler", "epochs", "patience", "batch_size",
-                "frontends", "sample_rates_hz", "chunks_s", "deltas", "cpus_per_trial", "address")
+                "frontends", "sample_rates_hz", "chunks_s", "deltas", "cpus_per_trial", "gpus_per_trial", "address")
         lines += ["## Configuration", "", "| option | value |", "|---|---|"]
         lines += [f"| {k} | {_cell(str(cfg.get(k)))} |" for k in keys if k in cfg]
         lines += ["", "Full resolved configuration and search space: `config.yaml`.", ""]
@@ -107,6 +108,7 @@ def write_report(run: LoadedRun) -> dict[str, Path]:
               f"clips left out by the layout: {ds.get('left_out_clips', 0)}",
               f"- skipped files: {ds.get('skipped_files', 0)}"]
     lines += [f"  - `{s['path']}`: {s['reason']}" for s in ds.get("skipped", [])]
+    lines += _cluster_lines(run)
     lines += ["", "## Candidates", "", "| status | count |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in counts.items()]
     if hv:
@@ -149,13 +151,41 @@ def write_report(run: LoadedRun) -> dict[str, Path]:
               f"seconds computing features: {cache['seconds_computing']}"]
     lines += [f"  - `{k}`: {v['misses']} miss, {v['hits']} hits: {_layout_text(v['layout'])}"
               for k, v in sorted(cache["keys"].items())]
-    failed = [r for r in run.trials if r["status"] in ("failed", "stopped")]
+    failed = [r for r in run.trials if r["status"] == "failed"]
     if failed:
-        lines += ["", "## Failed or stopped trials", ""]
-        lines += [f"- {r['trial_id']}: {r.get('error') or r.get('stop_reason') or r['status']}" for r in failed]
+        lines += ["", "## Failures", "",
+                  "Trials that raised, whose training loss became NaN/inf, that ran out of memory, or that Ray "
+                  "gave up on after their worker or node died (retried on another node first). The search went on "
+                  "without them.", "", "| trial | genome | reason | node |", "|---|---|---|---|"]
+        lines += [f"| {r['trial_id']} | `{_cell(str(r.get('summary', '')))}` | "
+                  f"{_cell(str(r.get('error') or 'no reason recorded'))} | {_cell(str(r.get('node_ip') or '-'))} |"
+                  for r in failed]
+    stopped = [r for r in run.trials if r["status"] == "stopped"]
+    if stopped:
+        lines += ["", "## Stopped trials", ""]
+        lines += [f"- {r['trial_id']}: {r.get('stop_reason') or r['status']}" for r in stopped]
     lines += ["", "![Pareto front](pareto.png)", ""]
     paths["report.md"] = write_text(run_dir / "report.md", "\n".join(lines))
     return paths
+
+
+def _cluster_lines(run: LoadedRun) -> list[str]:
+    """The Ray sessions of the run (``cluster.json``: a resumed run has several) and trials per node."""
+    path = run.run_dir / "cluster.json"
+    if not path.exists():
+        return []
+    sessions = json.loads(path.read_text())
+    per_node: dict[str, int] = {}
+    for r in run.trials:
+        if r["status"] != "rejected" and r.get("node_id"):
+            per_node[str(r["node_id"])] = per_node.get(str(r["node_id"]), 0) + 1
+    lines = ["", "## Ray cluster", "", "| session | address | nodes (CPUs, GPUs) |", "|---|---|---|"]
+    for i, s in enumerate(sessions, 1):
+        nodes = ", ".join(f"{n['ip']} {n['node_id'][:8]} ({n['cpus']:g}, {n['gpus']:g})" for n in s["nodes"])
+        lines.append(f"| {i}{' (resumed)' if s.get('resumed') else ''} | {s['address']} | {nodes} |")
+    if per_node:
+        lines += ["", "Trials per node: " + ", ".join(f"{k[:8]}: {v}" for k, v in sorted(per_node.items()))]
+    return lines
 
 
 def _layout_text(layout: dict) -> str:

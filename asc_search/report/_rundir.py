@@ -74,16 +74,17 @@ def _rows_from_tune(run_dir: Path, n_classes: int) -> list[dict]:
         cfg = json.loads(params_path.read_text())
         results = read_jsonl(result_path) if result_path.exists() else []
         m = results[-1] if results else {}
-        done = bool(m.get("final"))
-        failed = (trial_dir / "error.txt").exists()
+        done = bool(m.get("final")) and not m.get("failed")
+        failed = (trial_dir / "error.txt").exists() or bool(m.get("failed"))
         if not done and not failed:
             m.setdefault("stop_reason", "interrupted")
-        error = (trial_dir / "error.txt").read_text(errors="replace").strip().splitlines()[-1:] if failed else []
+        error = ((trial_dir / "error.txt").read_text(errors="replace").strip().splitlines()[-1:]
+                 if (trial_dir / "error.txt").exists() else [m.get("error", "")])
         rows.append(candidate_row(
             trial_id=m.get("trial_id", trial_dir.name.removeprefix("trial_")),
             status="completed" if done else ("failed" if failed else "stopped"), error="".join(error)[:300],
             genome=Genome.from_dict(cfg["genome"]) if "genome" in cfg else None, n_classes=n_classes, metrics=m,
-            finished_at=m.get("timestamp", ""),
+            finished_at=m.get("finished_at", m.get("timestamp", "")),
         ))
     return rows + rejected_rows(run_dir / "rejected.jsonl", n_classes)
 

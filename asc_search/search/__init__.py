@@ -1,7 +1,14 @@
 """Search: Ray Tune + Optuna orchestration, the feasibility-filtering searcher and the Pareto front."""
 
 from asc_search.search._pareto import hypervolume_2d, knee_point, mark_front, pareto_front, sort_rows
-from asc_search.search._run import SearchProgress, prepare_data, resolve_budget, run_search, space_options
+from asc_search.search._run import (
+    SearchProgress,
+    prepare_data,
+    resolve_budget,
+    resume_search,
+    run_search,
+    space_options,
+)
 from asc_search.search._searcher import MODES, OBJECTIVES, DefineByRunSpace, FeasibleOptunaSearch
 
 __all__ = [
@@ -16,6 +23,7 @@ __all__ = [
     "pareto_front",
     "prepare_data",
     "resolve_budget",
+    "resume_search",
     "run_search",
     "sort_rows",
     "space_options",

@@ -22,7 +22,7 @@ from asc_search.constraints import Budget, count_complexity, get_budget
 from asc_search.data import DecodedDataset, decode_dataset, load_manifest, native_sample_rate_hz
 from asc_search.search._pareto import hypervolume_2d, mark_front, pareto_front, sort_rows
 from asc_search.search._searcher import MODES, OBJECTIVES, DefineByRunSpace, FeasibleOptunaSearch
-from asc_search.search._trainable import TrialSettings, train_candidate
+from asc_search.search._trainable import TrialSettings, parse_faults, train_candidate
 from asc_search.search_spaces import FULL_CLIP, Genome, SpaceOptions
 
 log = logging.getLogger(__name__)
@@ -31,8 +31,12 @@ TRIAL_COLUMNS = [
     "trial_id", "status", "reasons", "genome_id", "genome", "summary", "kind", "sample_rate_hz", "n_bins", "hop_ms",
     "chunk_s", "deltas", "params",
     "int8_bytes", "macs", "best_val_accuracy", "best_val_log_loss", "best_val_uar", "best_epoch", "epochs_run",
-    "stop_reason", "on_front", "node_id", "error", "feature_cache_hit", "per_device_accuracy", "finished_at",
+    "stop_reason", "on_front", "node_id", "node_ip", "device", "error", "feature_cache_hit", "per_device_accuracy",
+    "finished_at",
 ]
+
+NODE_FAILURE_RETRIES = 2
+"""Times Ray restarts a trial whose worker process or node died (the trial's own errors are not retried)."""
 
 
 def resolve_budget(config: RunConfig) -> Budget:
@@ -94,18 +98,90 @@ def _make_sampler(name: str, seed: int):
 
 
 def _start_ray(config: RunConfig) -> bool:
-    """Start or join Ray; returns True when this call started it (and must shut it down)."""
+    """Start or join Ray; returns True when this call started it (and must shut it down).
+
+    Joining a cluster (``--address``) uses Ray's token authentication (``RAY_AUTH_MODE=token`` unless the
+    environment says otherwise): a driver whose auth mode differs from the cluster's connects, but every
+    trial then dies, so the mode is set before connecting.
+
+    Raises:
+        UserInputError: No cluster at the address, or the token is missing or wrong.
+    """
     import ray
+    from ray.exceptions import AuthenticationError
 
     if ray.is_initialized():
         return False
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if config.address:
-        ray.init(address=config.address, log_to_driver=False)
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+        try:
+            ray.init(address=config.address, log_to_driver=False)
+        except ConnectionError as exc:
+            raise UserInputError(
+                f"--address {config.address}: no Ray cluster found there ({str(exc).splitlines()[0]}); start one "
+                "(ray up ray_cluster.yaml, or ray start --head) or drop --address to run on this machine"
+            ) from None
+        except AuthenticationError as exc:
+            raise UserInputError(
+                f"--address {config.address}: token authentication failed ({str(exc).splitlines()[0]}); copy the "
+                "cluster's token (ray get-auth-token, on the head) to ~/.ray/auth_token or set RAY_AUTH_TOKEN"
+            ) from None
     else:
         ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
     return True
+
+
+def _alive_nodes() -> list[dict]:
+    import ray
+
+    return [{"node_id": n["NodeID"], "ip": n["NodeManagerAddress"], "cpus": n["Resources"].get("CPU", 0.0),
+             "gpus": n["Resources"].get("GPU", 0.0)} for n in ray.nodes() if n.get("Alive")]
+
+
+def _record_cluster(run_dir: Path, config: RunConfig, *, resumed: bool) -> list[dict]:
+    """Append this session's cluster (address, nodes, resources) to ``cluster.json``; return the nodes."""
+    import ray
+
+    nodes = _alive_nodes()
+    path = run_dir / "cluster.json"
+    sessions = json.loads(path.read_text()) if path.exists() else []
+    sessions.append({"started_at": time.time(), "resumed": resumed, "address": config.address or "local",
+                     "gcs_address": ray.get_runtime_context().gcs_address,
+                     "driver_node_id": ray.get_runtime_context().get_node_id(), "nodes": nodes})
+    write_json(path, sessions)
+    return nodes
+
+
+def _check_storage_reachable(run_dir: Path, nodes: list[dict]) -> None:
+    """Every node must see the run directory: trials write their checkpoints and the feature cache there.
+
+    Raises:
+        UserInputError: A node does not see it (the run directory is not on shared storage).
+    """
+    if len(nodes) < 2:
+        return
+    import uuid
+
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    marker = run_dir / f".storage-check-{uuid.uuid4().hex}"
+    marker.write_text("asc-search")
+    try:
+        probe = ray.remote(num_cpus=0)(os.path.exists)
+        refs = {n["node_id"]: probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["node_id"], soft=False))
+                .remote(str(marker)) for n in nodes}
+        blind = [f"{node_id[:12]} ({next(n['ip'] for n in nodes if n['node_id'] == node_id)})"
+                 for node_id, seen in zip(refs, ray.get(list(refs.values()), timeout=120), strict=True) if not seen]
+    finally:
+        marker.unlink(missing_ok=True)
+    if blind:
+        raise UserInputError(
+            f"--out {run_dir} is not visible on node(s) {', '.join(blind)}: trials write checkpoints and the "
+            "feature cache there; put the run directory on storage every node mounts (e.g. NFS)"
+        )
 
 
 def run_search(config: RunConfig, *, on_progress: Callable[[str], None] | None = None,
@@ -145,8 +221,16 @@ def run_search(config: RunConfig, *, on_progress: Callable[[str], None] | None =
     say(f"data: {len(data.waveforms)} clips, {data.n_classes} classes, {sorted(data_by_rate)} Hz, "
         f"{len(data.skipped)} skipped file(s); budget {budget.describe()}")
     rows = _search(config, options, budget, data_by_rate, run_dir, say, on_state)
+    return _finish(config, run_dir, rows, data_by_rate, budget, say)
+
+
+def _finish(config: RunConfig, run_dir: Path, rows: list[dict], data_by_rate: dict[int, DecodedDataset],
+            budget: Budget, say: Callable[[str], None]):
     front = mark_front(rows)
     _write_trials(run_dir, rows)
+    failed = [r for r in rows if r["status"] == "failed"]
+    for r in failed:
+        say(f"failed trial {r['trial_id']}: {r['error'] or 'no reason recorded'}")
     from asc_search.deploy._bundle import export_front
 
     export_front(run_dir, front, data_by_rate, budget, max_export=config.max_export, say=say)
@@ -155,65 +239,174 @@ def run_search(config: RunConfig, *, on_progress: Callable[[str], None] | None =
     return report_run(run_dir)
 
 
+def resume_search(run_dir: str | Path, *, address: str | None = None, cpus_per_trial: float | None = None,
+                  gpus_per_trial: float | None = None, on_progress: Callable[[str], None] | None = None,
+                  on_state: Callable[[SearchProgress], None] | None = None):
+    """Continue an interrupted search (driver killed, machine or head rebooted) from its run directory.
+
+    ``Tuner.restore`` brings back Ray Tune's trial states and the searcher's saved state: finished trials are
+    kept and not run again (a trial whose final checkpoint was written just before the crash reports that
+    checkpoint instead of training again), unfinished ones are started again, and the Optuna sampler goes on
+    from the study in ``optuna.db``, which holds every candidate told before the crash. The run then
+    finishes its trial count, and the Pareto front, export and report cover the trials of both sessions.
+
+    Args:
+        run_dir: The run directory (the ``--out`` of the interrupted search).
+        address: Ray cluster to resume on (``auto`` or ``HOST:PORT``); None: the run's own setting.
+        cpus_per_trial: CPUs per trial; None: the run's own setting.
+        gpus_per_trial: GPUs per trial (may be fractional); None: the run's own setting.
+        on_progress: Called with short status lines.
+        on_state: Called with the live ``SearchProgress``.
+
+    Returns:
+        The run as ``asc_search.report.LoadedRun``.
+
+    Raises:
+        UserInputError: ``run_dir`` is not a run, has finished already, or has no Ray Tune state to restore.
+    """
+    from ray import tune
+
+    say = on_progress or (lambda msg: log.info("%s", msg))
+    run_dir = Path(run_dir).expanduser().resolve()
+    if not (run_dir / "config.yaml").is_file():
+        raise UserInputError(f"{run_dir} is not an asc-search run directory (no config.yaml); pass the --out "
+                             "folder of the interrupted search")
+    if (run_dir / "trials.csv").exists():
+        raise UserInputError(f"{run_dir} has finished (trials.csv exists); nothing to resume: look at it with "
+                             f"asc-search report {run_dir}")
+    if not tune.Tuner.can_restore(str(run_dir / "tune")):
+        raise UserInputError(f"{run_dir} has no Ray Tune state to resume (tune/ is missing or empty: the search "
+                             "stopped before its first trial); start a new search with another --out")
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    config = RunConfig.from_dict(saved["run"])
+    changes: dict = {"out": run_dir}
+    if address is not None:
+        changes["address"] = address
+    if cpus_per_trial is not None:
+        changes["cpus_per_trial"] = cpus_per_trial
+    if gpus_per_trial is not None:
+        changes["gpus_per_trial"] = gpus_per_trial
+    config = replace(config, **changes)
+    budget = Budget(**saved["budget"])
+    data_by_rate, _ = prepare_data(config)
+    data = next(iter(data_by_rate.values()))
+    if list(data.class_names) != list(saved.get("classes", data.class_names)):
+        raise UserInputError(f"the data at {config.data} now has classes {list(data.class_names)}, the run was "
+                             f"started with {saved['classes']}; resume on the same data")
+    say(f"resuming {run_dir}: {len(data.waveforms)} clips, budget {budget.describe()}")
+    rows = _search(config, None, budget, data_by_rate, run_dir, say, on_state, resume=True)
+    return _finish(config, run_dir, rows, data_by_rate, budget, say)
+
+
 def space_options(config: RunConfig) -> SpaceOptions:
     """The search space of a run: the defaults with the run's front-end, rate, chunk and delta choices."""
     return SpaceOptions(frontends=tuple(config.frontends), sample_rates_hz=tuple(config.sample_rates_hz) or (1,),
                         chunk_s=tuple(config.chunks_s), deltas=tuple(config.deltas))
 
 
-def _search(config: RunConfig, options: SpaceOptions, budget: Budget, data_by_rate: dict[int, DecodedDataset],
-            run_dir: Path, say: Callable[[str], None],
-            on_state: Callable[[SearchProgress], None] | None = None) -> list[dict]:
+def _search(config: RunConfig, options: SpaceOptions | None, budget: Budget,
+            data_by_rate: dict[int, DecodedDataset], run_dir: Path, say: Callable[[str], None],
+            on_state: Callable[[SearchProgress], None] | None = None, *, resume: bool = False) -> list[dict]:
     import ray
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
 
     data = next(iter(data_by_rate.values()))
-    space = DefineByRunSpace(options=options, budget=budget, n_classes=data.n_classes)
-    _check_space_has_feasible(space)
     rejections = run_dir / "rejected.jsonl"
-    import optuna
+    searcher = None
+    if not resume:
+        space = DefineByRunSpace(options=options, budget=budget, n_classes=data.n_classes)
+        _check_space_has_feasible(space)
+        import optuna
 
-    storage = optuna.storages.RDBStorage(f"sqlite:///{run_dir / 'optuna.db'}")  # optuna-dashboard opens it
-    searcher = FeasibleOptunaSearch(space=space, rejections_path=rejections, metric=list(OBJECTIVES),
-                                    mode=list(MODES), sampler=_make_sampler(config.sampler, config.seed),
-                                    storage=storage, study_name="asc-search")
+        storage = optuna.storages.RDBStorage(f"sqlite:///{run_dir / 'optuna.db'}")  # optuna-dashboard opens it
+        searcher = FeasibleOptunaSearch(space=space, rejections_path=rejections, metric=list(OBJECTIVES),
+                                        mode=list(MODES), sampler=_make_sampler(config.sampler, config.seed),
+                                        storage=storage, study_name="asc-search")
     progress = SearchProgress(total=config.trials, time_budget_s=config.time_budget_s, max_macs=budget.max_macs)
+    if resume:
+        _count_finished(progress, run_dir, data.n_classes)
     started = _start_ray(config)
+    global _LISTENER
     try:
-        cpus = ray.cluster_resources().get("CPU", 1.0)
-        if config.cpus_per_trial > cpus:
-            raise UserInputError(f"--cpus-per-trial {config.cpus_per_trial:g} is more than the {cpus:g} CPUs Ray "
-                                 "has; lower it (or join a larger cluster with --address)")
-        concurrent = config.max_concurrent or max(1, int(cpus // config.cpus_per_trial))
+        nodes = _record_cluster(run_dir, config, resumed=resume)
+        _check_storage_reachable(run_dir, nodes)
+        concurrent = _concurrency(config)
+        faults = parse_faults(os.environ.get("ASC_SEARCH_INJECT_FAULTS", ""))
         settings = TrialSettings(cache_dir=str(run_dir / "cache"), epochs=config.epochs, patience=config.patience,
                                  batch_size=config.batch_size, seed=config.seed,
-                                 threads=max(1, int(config.cpus_per_trial)))
+                                 threads=max(1, int(config.cpus_per_trial)), tune_dir=str(run_dir / "tune"),
+                                 faults=faults)
+        resources = {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial}
+        # tune.with_parameters puts the decoded data into Ray's object store once; every worker on a node
+        # maps the same copy, no trial reads the dataset again.
         trainable = tune.with_resources(tune.with_parameters(train_candidate, data_by_rate=data_by_rate,
-                                                             settings=settings),
-                                        {"cpu": config.cpus_per_trial})
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrent),
-                                        num_samples=config.trials, time_budget_s=config.time_budget_s,
-                                        reuse_actors=True, trial_dirname_creator=_trial_dirname),
-            run_config=tune.RunConfig(name="tune", storage_path=str(run_dir), verbose=0,
-                                      callbacks=[_ProgressCallback(say, progress, searcher, on_state)],
-                                      failure_config=tune.FailureConfig(max_failures=0),
-                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
-        )
-        say(f"search: {config.trials} trials, {concurrent} at a time, sampler {config.sampler}, "
-            f"{config.epochs} epochs max")
+                                                             settings=settings), resources)
+        _LISTENER = _Listener(say=say, on_state=on_state, progress=progress, searcher=searcher,
+                              rejections=rejections)
+        if resume:
+            tuner = tune.Tuner.restore(str(run_dir / "tune"), trainable=trainable, resume_unfinished=True,
+                                       resume_errored=False, restart_errored=False)
+            say(f"search resumed: {progress.done} trial(s) finished before, {config.trials} in all, "
+                f"{len(nodes)} node(s)")
+        else:
+            tuner = tune.Tuner(
+                trainable,
+                tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrent),
+                                            num_samples=config.trials, time_budget_s=config.time_budget_s,
+                                            reuse_actors=True, trial_dirname_creator=_trial_dirname),
+                run_config=tune.RunConfig(name="tune", storage_path=str(run_dir), verbose=0,
+                                          callbacks=[_ProgressCallback()],
+                                          failure_config=tune.FailureConfig(max_failures=NODE_FAILURE_RETRIES),
+                                          checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
+            )
+            say(f"search: {config.trials} trials, {concurrent} at a time on {len(nodes)} node(s), sampler "
+                f"{config.sampler}, {config.epochs} epochs max")
         t0 = time.time()
         grid = tuner.fit()
         say(f"search finished in {time.time() - t0:.0f} s")
         rows = [_row_from_result(r, data.n_classes) for r in grid]
     finally:
-        _LISTENERS.clear()
+        _LISTENER = None
         if started:
             ray.shutdown()
     rows += rejected_rows(rejections, data.n_classes)
     return rows
+
+
+def _concurrency(config: RunConfig) -> int:
+    """Trials at once: what the cluster's CPUs (and GPUs, when trials ask for them) allow.
+
+    Raises:
+        UserInputError: A trial asks for more CPUs or GPUs than the cluster has.
+    """
+    import ray
+
+    res = ray.cluster_resources()
+    cpus, gpus = res.get("CPU", 1.0), res.get("GPU", 0.0)
+    if config.cpus_per_trial > cpus:
+        raise UserInputError(f"--cpus-per-trial {config.cpus_per_trial:g} is more than the {cpus:g} CPUs Ray "
+                             "has; lower it (or join a larger cluster with --address)")
+    if config.gpus_per_trial > gpus:
+        raise UserInputError(f"--gpus-per-trial {config.gpus_per_trial:g} is more than the {gpus:g} GPUs Ray has; "
+                             "lower it, drop it to train on CPUs, or join a cluster with GPU workers (--address)")
+    limit = int(cpus // config.cpus_per_trial)
+    if config.gpus_per_trial > 0:
+        limit = min(limit, int(round(gpus / config.gpus_per_trial, 6)))
+    return config.max_concurrent or max(1, limit)
+
+
+def _count_finished(progress: SearchProgress, run_dir: Path, n_classes: int) -> None:
+    """Start a resumed run's progress from the trials its first session finished."""
+    from asc_search.report._rundir import _rows_from_tune
+
+    for r in _rows_from_tune(run_dir, n_classes):
+        if r["status"] == "completed":
+            progress.add(float(r["best_val_accuracy"]), int(r["macs"]), int(r["int8_bytes"]))
+        elif r["status"] == "failed":
+            progress.failed += 1
+        elif r["status"] == "rejected":
+            progress.rejected += 1
 
 
 @dataclass(kw_only=True)
@@ -265,57 +458,67 @@ class SearchProgress:
         self.hypervolume = hypervolume_2d([(p[0], p[1]) for p in self.points], (0.0, ref_macs)) / ref_macs
 
 
-_LISTENERS: dict[int, tuple] = {}
+@dataclass(kw_only=True)
+class _Listener:
+    say: Callable[[str], None]
+    on_state: Callable[[SearchProgress], None] | None
+    progress: SearchProgress
+    searcher: FeasibleOptunaSearch | None
+    rejections: Path
+
+
+_LISTENER: _Listener | None = None
+"""The running search's listeners and live state (one search per process at a time)."""
 
 
 class _ProgressCallback(Callback):
     """Ray Tune callback: keeps ``SearchProgress`` and says one line a finished trial.
 
-    Ray pickles its callbacks with the experiment state, so the listeners (a terminal display holds locks)
-    stay in a module-level table and the callback keeps only their key.
-
-    Args:
-        say: Receives the lines.
-        progress: The state it updates.
-        searcher: The searcher, for its count of rejected candidates.
-        on_state: Called with the state after each change (live displays).
+    Ray pickles its callbacks with the experiment (``tuner.pkl``) and a resumed run unpickles them in a new
+    process, so the callback holds no state: the listeners (a terminal display holds locks) and the live
+    progress stay in the module-level ``_LISTENER`` of the process running the search.
     """
 
-    def __init__(self, say: Callable[[str], None], progress: SearchProgress, searcher: FeasibleOptunaSearch,
-                 on_state: Callable[[SearchProgress], None] | None = None) -> None:
-        self.progress, self.searcher = progress, searcher
-        self.listener_key = id(self)
-        _LISTENERS[self.listener_key] = (say, on_state)
-
     def say(self, line: str) -> None:
-        listener = _LISTENERS.get(self.listener_key)
-        if listener is not None:
-            listener[0](line)
+        if _LISTENER is not None:
+            _LISTENER.say(line)
 
     def _changed(self) -> None:
-        self.progress.rejected = self.searcher.rejected
-        listener = _LISTENERS.get(self.listener_key)
-        if listener is not None and listener[1] is not None:
-            listener[1](self.progress)
+        if _LISTENER is None:
+            return
+        if _LISTENER.searcher is not None:
+            _LISTENER.progress.rejected = _LISTENER.searcher.rejected
+        elif _LISTENER.rejections.exists():  # resumed run: the restored searcher is Ray's copy
+            _LISTENER.progress.rejected = sum(1 for line in open(_LISTENER.rejections) if line.strip())
+        if _LISTENER.on_state is not None:
+            _LISTENER.on_state(_LISTENER.progress)
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
-        self.progress.running += 1
+        if _LISTENER is not None:
+            _LISTENER.progress.running += 1
         self._changed()
 
     def _finished(self, trial, verdict: str) -> None:
-        p = self.progress
+        if _LISTENER is None:
+            return
+        p = _LISTENER.progress
         p.running = max(0, p.running - 1)
         r = trial.last_result or {}
         acc = r.get("best_val_accuracy")
+        if r.get("failed"):
+            verdict = "FAILED"
         if verdict == "done" and acc is not None and r.get("final"):
             p.add(acc, r.get("macs", 0), r.get("int8_bytes", 0))
         else:
             p.failed += verdict == "FAILED"
         self._changed()
-        acc_text = f"acc {acc:.3f}" if acc is not None else "no result"
-        self.say(f"trial {p.done + p.failed}/{p.total} {trial.trial_id} {verdict}: {acc_text}, "
-                 f"{r.get('macs', 0) / 1e6:.2f} M MACs, {r.get('int8_bytes', 0):,} B; "
-                 f"best {p.best_accuracy:.3f}; front {p.front_size}; {p.rejected} rejected before training")
+        if r.get("failed") or (verdict == "FAILED" and acc is None):
+            text = f"{r.get('error') or 'error (see tune/)'}"
+        else:
+            acc_text = f"acc {acc:.3f}" if acc is not None else "no result"
+            text = (f"{acc_text}, {r.get('macs', 0) / 1e6:.2f} M MACs, {r.get('int8_bytes', 0):,} B; "
+                    f"best {p.best_accuracy:.3f}; front {p.front_size}; {p.rejected} rejected before training")
+        self.say(f"trial {p.done + p.failed}/{p.total} {trial.trial_id} {verdict}: {text}")
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self._finished(trial, "done")
@@ -360,7 +563,12 @@ def candidate_row(*, trial_id: str, status: str, genome: Genome | None, n_classe
         finished_at: Unix time the trial ended or was rejected.
         checkpoint: Folder of the trial's best checkpoint.
     """
-    m = metrics or {}
+    m = dict(metrics or {})
+    if m.get("failed"):
+        status = "failed"
+        for k in ("best_val_accuracy", "best_val_log_loss", "best_val_uar"):  # placeholders Tune insisted on
+            m.pop(k, None)
+    error = error or m.get("error", "")
     c = count_complexity(genome, n_classes=n_classes) if genome else None
     keys = ("kind", "sample_rate_hz", "n_bins", "hop_ms", "chunk_s", "deltas")
     return {
@@ -372,7 +580,8 @@ def candidate_row(*, trial_id: str, status: str, genome: Genome | None, n_classe
         "best_val_accuracy": m.get("best_val_accuracy", ""), "best_val_log_loss": m.get("best_val_log_loss", ""),
         "best_val_uar": m.get("best_val_uar", ""), "best_epoch": m.get("best_epoch", ""),
         "epochs_run": m.get("epoch", 0 if status == "rejected" else ""), "stop_reason": m.get("stop_reason", ""),
-        "on_front": False, "node_id": m.get("node_ip", ""), "error": error,
+        "on_front": False, "node_id": m.get("node_id", ""), "node_ip": m.get("node_ip", ""),
+        "device": m.get("device", ""), "error": error,
         "feature_cache_hit": m.get("feature_cache_hit", ""),
         "per_device_accuracy": json.dumps(m.get("val_per_device_accuracy", {})) if genome and status != "rejected"
         else "",
@@ -383,12 +592,13 @@ def candidate_row(*, trial_id: str, status: str, genome: Genome | None, n_classe
 def _row_from_result(r, n_classes: int) -> dict:
     cfg = r.config or {}
     m = r.metrics or {}
-    ok = r.error is None and m.get("final", False)
+    failed = r.error is not None or bool(m.get("failed"))
+    ok = not failed and m.get("final", False)
     return candidate_row(
         trial_id=m.get("trial_id") or Path(r.path).name.removeprefix("trial_"),
-        status="completed" if ok else ("failed" if r.error is not None else "stopped"),
+        status="completed" if ok else ("failed" if failed else "stopped"),
         genome=Genome.from_dict(cfg["genome"]) if "genome" in cfg else None, n_classes=n_classes, metrics=m,
-        error=_error_line(r.error), finished_at=m.get("timestamp", ""),
+        error=_error_line(r.error) or m.get("error", ""), finished_at=m.get("finished_at", m.get("timestamp", "")),
         checkpoint=r.checkpoint.path if (ok and r.checkpoint) else None,
     )
 
@@ -442,4 +652,4 @@ def copy_checkpoint(row: dict, dest: Path) -> Path:
     return dest / "model.pt"
 
 
-__all__ = ["copy_checkpoint", "prepare_data", "resolve_budget", "run_search", "space_options"]
+__all__ = ["copy_checkpoint", "prepare_data", "resolve_budget", "resume_search", "run_search", "space_options"]

@@ -64,9 +64,15 @@ class FeasibleOptunaSearch(OptunaSearch):
         self._rejections_path = str(rejections_path)
         self._max_rejections = max_consecutive_rejections
         self.rejected = 0
+        self.suggested = 0
 
     def suggest(self, trial_id: str) -> dict | None:
-        """Sample until a feasible genome comes out; tell Optuna each infeasible one."""
+        """Sample until a feasible genome comes out; tell Optuna each infeasible one.
+
+        Returns:
+            ``{"genome": ..., "params": ..., "index": n}`` for the n-th feasible candidate (1-based), or what
+            ``OptunaSearch.suggest`` returned when it had no parameters.
+        """
         for _ in range(self._max_rejections):
             params = super().suggest(trial_id)
             if not isinstance(params, dict):
@@ -76,7 +82,8 @@ class FeasibleOptunaSearch(OptunaSearch):
             c = count_complexity(genome, n_classes=space.n_classes)
             reasons = space.budget.check(c)
             if not reasons:
-                return {"genome": genome.to_dict(), "params": params}
+                self.suggested += 1
+                return {"genome": genome.to_dict(), "params": params, "index": self.suggested}
             ot_trial = self._ot_trials.pop(trial_id)
             ot_trial.set_user_attr("rejected", "; ".join(reasons))
             self._ot_study.tell(ot_trial, [0.0, float(c.macs), float(c.int8_bytes)],
@@ -87,6 +94,28 @@ class FeasibleOptunaSearch(OptunaSearch):
             f"{self._max_rejections} candidates in a row break the budget {space.budget.name!r}: "
             "the space has (almost) no feasible genome; loosen the budget or shrink the space"
         )
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        """Tell Optuna the trial's objectives; a trial that reported ``failed`` (or errored) is told as FAIL."""
+        if result and result.get("failed"):
+            result, error = None, True
+        super().on_trial_complete(trial_id, result=result, error=error)
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Restore the searcher's state (``Tuner.restore``), then mark as FAIL the Optuna trials left RUNNING by
+        the crash that the restored state does not know (sampled after its last save; Ray will not run them).
+
+        The sampler keeps its whole history: the study lives in the run's SQLite storage, which holds every
+        trial told before the crash, also those told after the last save of this state.
+        """
+        super().restore(checkpoint_path)
+        known = {t.number for t in self._ot_trials.values()}
+        stale = [t for t in self._ot_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+                 if t.number not in known]
+        for t in stale:
+            self._ot_study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+        if stale:
+            log.info("resume: %d Optuna trial(s) sampled after the last saved state marked FAIL", len(stale))
 
     def _record_rejection(self, genome: Genome, complexity: dict, reasons: list[str], number: int) -> None:
         row = {"trial_id": f"rejected_{number:05d}", "status": "rejected", "optuna_number": number,

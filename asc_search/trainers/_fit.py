@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -119,22 +118,26 @@ def predict_clips(model: nn.Module, features: ClipFeatures, clips: np.ndarray, n
                   *, batch_size: int = 256) -> np.ndarray:
     """Clip probabilities: softmax of every patch (50 % overlap), averaged per clip.
 
+    The patches go to the device the model's parameters are on (CPU or CUDA).
+
     Returns:
         Shape ``(len(clips), n_classes)``.
     """
     x, owner = features.patches(clips)
     x = norm.apply(x)
+    device = next(model.parameters()).device
     model.eval()
     outs = []
     with torch.inference_mode():
         for s in range(0, len(x), batch_size):
-            outs.append(torch.softmax(model(torch.from_numpy(x[s:s + batch_size])), dim=1).numpy())
+            xb = torch.from_numpy(x[s:s + batch_size]).to(device)
+            outs.append(torch.softmax(model(xb), dim=1).cpu().numpy())
     return clip_probabilities(np.concatenate(outs), owner, len(clips))
 
 
 def fit(model: nn.Module, features: ClipFeatures, labels: np.ndarray, train_clips: np.ndarray,
         val_clips: np.ndarray, norm: Normalisation, settings: TrainSettings,
-        on_epoch: Callable[[dict], None] | None = None) -> FitResult:
+        on_epoch: Callable[[dict], None] | None = None, device: str | torch.device = "cpu") -> FitResult:
     """Train ``model`` on random patch crops of the training clips; keep the best validation epoch.
 
     Each epoch draws, for every training clip, as many crops as it has evaluation patches, at random
@@ -150,15 +153,19 @@ def fit(model: nn.Module, features: ClipFeatures, labels: np.ndarray, train_clip
         settings: Hyper-parameters.
         on_epoch: Called after each epoch with ``{"epoch", "train_loss", "val_accuracy", "val_log_loss",
             "val_uar", "best_val_accuracy", "best_epoch"}``.
+        device: Where the model trains (``"cpu"`` or ``"cuda"``, see ``training_device``); the returned
+            weights are on the CPU either way.
 
     Returns:
-        The best epoch's weights and metrics.
+        The best epoch's weights (CPU tensors) and metrics.
 
     Raises:
         FloatingPointError: The training loss became NaN or infinite.
     """
     rng = np.random.default_rng(settings.seed)
     torch.manual_seed(settings.seed)
+    device = torch.device(device)
+    model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=settings.epochs)
     loss_fn = nn.CrossEntropyLoss()
@@ -180,8 +187,8 @@ def fit(model: nn.Module, features: ClipFeatures, labels: np.ndarray, train_clip
             idx, st = order[s:s + settings.batch_size], starts[s:s + settings.batch_size]
             x = np.stack([features.features[:, features.offsets[i] + a:features.offsets[i] + a + t]
                           for i, a in zip(idx, st, strict=True)])[:, None].astype(np.float32)
-            xb = torch.from_numpy(norm.apply(x))
-            yb = torch.from_numpy(labels[idx])
+            xb = torch.from_numpy(norm.apply(x)).to(device, non_blocking=True)
+            yb = torch.from_numpy(labels[idx]).to(device, non_blocking=True)
             opt.zero_grad(set_to_none=True)
             loss = loss_fn(model(xb), yb)
             if not torch.isfinite(loss):
@@ -196,8 +203,8 @@ def fit(model: nn.Module, features: ClipFeatures, labels: np.ndarray, train_clip
         improved = best is None or m["accuracy"] > best.val_metrics["accuracy"] or (
             m["accuracy"] == best.val_metrics["accuracy"] and m["log_loss"] < best.val_metrics["log_loss"])
         if improved:
-            best = FitResult(state_dict=copy.deepcopy(model.state_dict()), best_epoch=epoch, val_metrics=m,
-                             val_probs=probs)
+            best = FitResult(state_dict={k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()},
+                             best_epoch=epoch, val_metrics=m, val_probs=probs)
             stale = 0
         else:
             stale += 1
@@ -215,3 +222,12 @@ def fit(model: nn.Module, features: ClipFeatures, labels: np.ndarray, train_clip
     best.stop_reason = stop_reason
     model.load_state_dict(best.state_dict)
     return best
+
+
+def training_device(gpu_ids: list | tuple = ()) -> str:
+    """``"cuda"`` when this process was given a GPU (Ray's ``get_gpu_ids()``) and torch sees CUDA, else ``"cpu"``.
+
+    Args:
+        gpu_ids: GPUs assigned to the trial (empty: none).
+    """
+    return "cuda" if gpu_ids and torch.cuda.is_available() else "cpu"
