@@ -115,7 +115,8 @@ def _start_ray(config: RunConfig) -> bool:
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if config.address:
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
+        _check_reachable(config.address)
+        _token_auth_for_this_process()
         try:
             ray.init(address=config.address, log_to_driver=False)
         except ConnectionError as exc:
@@ -131,6 +132,39 @@ def _start_ray(config: RunConfig) -> bool:
     else:
         ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
     return True
+
+
+def _check_reachable(address: str) -> None:
+    """Fail at once when nothing listens at ``HOST:PORT`` (``ray.init`` would retry for minutes).
+
+    Raises:
+        UserInputError: The address is malformed or nothing accepts a connection there.
+    """
+    if address == "auto" or address.startswith(("ray://", "local")):
+        return
+    import socket
+
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise UserInputError(f"--address {address!r} is not auto or HOST:PORT (e.g. 10.0.0.5:6379)")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise UserInputError(
+            f"--address {address}: no Ray cluster found there ({exc.strerror or exc}); start one (ray up "
+            "ray_cluster.yaml, or ray start --head) or drop --address to run on this machine"
+        ) from None
+
+
+def _token_auth_for_this_process() -> None:
+    """``RAY_AUTH_MODE=token`` unless the environment chose a mode; Ray caches its configuration when it is
+    imported, so the cached copy is refreshed as ``ray start`` does for itself."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    os.environ["RAY_AUTH_MODE"] = "token"
+    from ray._raylet import Config
+
+    Config.initialize("")
 
 
 def _alive_nodes() -> list[dict]:

@@ -98,3 +98,86 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+class LocalRayNodes:
+    """A Ray cluster of separate ``ray start --block`` processes on this machine (a head and workers).
+
+    Each node is one ``ray start`` process that owns its raylet and helpers; SIGTERM to it stops them all, so the
+    cluster is stopped without ``ray stop`` (which would stop every Ray on the machine). Token authentication
+    is on, as on a real cluster. Every process is found by the cluster's own ``--temp-dir``.
+
+    Args:
+        temp_dir: Ray's temp dir for this cluster (short: Unix socket paths are limited to 107 bytes).
+        cpus_per_node: ``--num-cpus`` of each node.
+    """
+
+    def __init__(self, temp_dir: Path, cpus_per_node: int = 1) -> None:
+        self.temp_dir, self.cpus = Path(temp_dir), cpus_per_node
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.procs: list[subprocess.Popen] = []
+        self.env = env(RAY_AUTH_MODE="token")
+
+    def _start(self, args: list[str]) -> None:
+        log = open(self.temp_dir.parent / f"{self.temp_dir.name}-node{len(self.procs)}.log", "w")
+        self.procs.append(subprocess.Popen([str(VENV_BIN / "ray"), "start", "--block", "--disable-usage-stats",
+                                            f"--num-cpus={self.cpus}", "--num-gpus=0",
+                                            f"--dashboard-agent-listen-port={free_port()}", *args],
+                                           env=self.env, stdout=log, stderr=subprocess.STDOUT))
+
+    def start_head(self) -> None:
+        """Start the head and wait until it answers."""
+        self.temp_dir.mkdir(parents=True, exist_ok=True)
+        self._start(["--head", f"--port={self.port}", f"--temp-dir={self.temp_dir}", "--include-dashboard=false",
+                     f"--dashboard-port={free_port()}", f"--ray-client-server-port={free_port()}"])
+        self.wait_nodes(1)
+
+    def add_worker(self) -> None:
+        """Start one more node joining the head, and wait until the cluster counts it."""
+        n = len(self.procs)
+        self._start([f"--address={self.address}"])
+        self.wait_nodes(n + 1)
+
+    def alive_nodes(self) -> int:
+        """Nodes the cluster counts as active (``ray status``; ``ray list`` needs the full dashboard)."""
+        p = subprocess.run([str(VENV_BIN / "ray"), "status", f"--address={self.address}"], env=self.env,
+                           capture_output=True, text=True, timeout=60)
+        if p.returncode != 0 or "Active:" not in p.stdout:
+            return 0
+        active = p.stdout.split("Active:")[1].split("Pending:")[0]
+        return sum(1 for line in active.splitlines() if "node_" in line)
+
+    def wait_nodes(self, n: int, timeout: float = 90) -> None:
+        """Wait until ``n`` nodes are alive (fails when a node process died)."""
+        def ready():
+            dead = [p.args for p in self.procs if p.poll() is not None]
+            assert not dead, f"ray start exited: {dead}"
+            return self.alive_nodes() >= n
+
+        wait_for(ready, timeout, f"{n} Ray node(s) alive")
+
+    def stop(self) -> list[int]:
+        """SIGTERM every node, then SIGKILL what is left under the temp dir; returns the pids that had to be
+        killed (empty when SIGTERM stopped everything)."""
+        for p in reversed(self.procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        left = wait_for_gone(lambda: ray_processes_under(self.temp_dir), timeout=20)
+        kill_all(left)
+        return left
+
+
+def wait_for_gone(find, timeout: float) -> list[int]:
+    """Poll ``find()`` (pids) until it is empty or ``timeout`` s passed; return what is still there."""
+    end = time.monotonic() + timeout
+    left = find()
+    while left and time.monotonic() < end:
+        time.sleep(0.5)
+        left = find()
+    return left

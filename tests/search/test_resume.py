@@ -1,0 +1,106 @@
+"""SIGKILL the driver in the middle of a search, then ``asc-search resume``: no finished trial is lost or
+trained again, the sampler goes on with the same study, and the run finishes its trial count."""
+
+import json
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from asc_search.search import pareto_front
+from tests.search._cluster_util import (
+    SMALL_SEARCH,
+    cli,
+    descendants,
+    env,
+    kill_all,
+    small_esc10,
+    trials,
+    wait_for,
+)
+
+pytestmark = pytest.mark.slow
+
+TRIALS = 6
+
+
+def _finished(run) -> dict[str, float]:
+    """trial id -> finished_at of the trials whose final result the driver has recorded."""
+    out = {}
+    for path in (run / "tune").glob("trial_*/result.json"):
+        for line in path.read_text().splitlines():
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if r.get("final") and not r.get("failed"):
+                out[r["trial_id"]] = r["finished_at"]
+    return out
+
+
+def _trainings(run, trial_id: str) -> int:
+    """How many times a trial started training (its epoch-1 results)."""
+    lines = (run / "tune" / f"trial_{trial_id}" / "result.json").read_text().splitlines()
+    return sum(json.loads(line).get("epoch") == 1 and not json.loads(line).get("resumed_from_checkpoint")
+               for line in lines if line.strip())
+
+
+def test_sigkill_mid_search_then_resume(esc10, tmp_path):
+    data = small_esc10(esc10, tmp_path / "data")
+    run = tmp_path / "run"
+    driver = subprocess.Popen([sys.executable, "-m", "asc_search.cli", "--data", str(data), "--trials", str(TRIALS),
+                               "--out", str(run), *SMALL_SEARCH], cwd=tmp_path, env=env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: len(_finished(run)) >= 2 or driver.poll() is not None, 300, "two finished trials")
+        assert driver.poll() is None, "the search ended before it could be killed: " + driver.stdout.read()[-2000:]
+        below = descendants(driver.pid)  # the local Ray instance the driver started dies with it, as in a crash
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(30)
+        kill_all(below)
+    finally:
+        if driver.poll() is None:
+            kill_all([driver.pid, *descendants(driver.pid)])
+    before = _finished(run)
+    assert 2 <= len(before) < TRIALS and not (run / "trials.csv").exists()
+
+    p = cli(["resume", str(run)], cwd=tmp_path)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "search resumed" in p.stdout
+
+    rows = [r for r in trials(run) if r["status"] != "rejected"]
+    assert len(rows) == TRIALS and all(r["status"] == "completed" for r in rows)
+    by_id = {r["trial_id"]: r for r in rows}
+    for trial_id, finished_at in before.items():  # kept, with the metrics of their first (only) training
+        assert by_id[trial_id]["status"] == "completed"
+        assert float(by_id[trial_id]["finished_at"]) == pytest.approx(finished_at)
+        assert _trainings(run, trial_id) == 1
+    after = set(by_id) - set(before)
+    assert after  # trials trained by the resumed session
+
+    import optuna
+
+    study = optuna.load_study(study_name="asc-search", storage=f"sqlite:///{run / 'optuna.db'}")
+    trained = [t for t in study.trials if "rejected" not in t.user_attrs and t.state.name == "COMPLETE"]
+    assert len(trained) == TRIALS  # each trial told once, in the study the first session started
+    assert not [t for t in study.trials if t.state.name == "RUNNING"]
+    sessions = json.loads((run / "cluster.json").read_text())
+    assert [s["resumed"] for s in sessions] == [False, True]
+
+    done = [r for r in rows if r["status"] == "completed"]
+    pts = [(float(r["best_val_accuracy"]), int(r["macs"]), int(r["int8_bytes"])) for r in done]
+    expected = {done[i]["trial_id"] for i in pareto_front(pts, ("max", "min", "min"))}
+    front = {f["trial_id"] for f in json.loads((run / "pareto.json").read_text())["front"]}
+    assert front == expected  # the front is taken over the trials of both sessions
+    assert {r["trial_id"] for r in rows if r["on_front"] == "True"} == front
+
+
+def test_resume_refuses_a_finished_or_missing_run(tmp_path):
+    p = cli(["resume", str(tmp_path / "nope")], cwd=tmp_path)
+    assert p.returncode == 2 and "does not exist" in p.stderr
+    (tmp_path / "done").mkdir()
+    (tmp_path / "done" / "config.yaml").write_text("run: {}\n")
+    (tmp_path / "done" / "trials.csv").write_text("trial_id\n")
+    p = cli(["resume", str(tmp_path / "done")], cwd=tmp_path)
+    assert p.returncode == 2 and "has finished" in p.stderr
