@@ -1,13 +1,14 @@
 """Constraints: complexity counting (parameters, INT8 bytes, MACs) and device budgets."""
 
 from asc_search.constraints._budgets import Budget, get_budget, list_budgets, register_budget
-from asc_search.constraints._complexity import Complexity, count_complexity, patch_layout
+from asc_search.constraints._complexity import Complexity, count_arch, count_complexity, patch_layout
 from asc_search.constraints._devices import DeviceProfile, get_device, list_devices, register_device
 
 __all__ = [
     "Budget",
     "Complexity",
     "DeviceProfile",
+    "count_arch",
     "count_complexity",
     "get_budget",
     "get_device",

@@ -107,6 +107,10 @@ def export_and_validate(model_pt: Path, data_by_rate: dict[int, DecodedDataset],
     if budget.max_int8_bytes is not None:
         limits.append({"limit": "int8_bytes", "value": tfl.weight_bytes, "max": budget.max_int8_bytes,
                        "pass": tfl.weight_bytes <= budget.max_int8_bytes})
+    params_tflite = tfl.int8_weights + tfl.int32_biases
+    if budget.max_params is not None:
+        limits.append({"limit": "params", "value": params_tflite, "max": budget.max_params,
+                       "pass": params_tflite <= budget.max_params})
     if budget.max_macs is not None:
         limits.append({"limit": "macs", "value": macs_tflite, "max": budget.max_macs,
                        "pass": macs_tflite <= budget.max_macs})
@@ -117,6 +121,10 @@ def export_and_validate(model_pt: Path, data_by_rate: dict[int, DecodedDataset],
     agreement = float((f_clip.argmax(1) == q_clip.argmax(1)).mean())
     b_clip = clip_probabilities(builtin_probs, owner, len(val))
     tflm = _tflm_check(tflite_path, x_val, owner, f_clip, float_probs)
+    if budget.max_peak_ram_bytes is not None:
+        arena = tflm.get("tflm_arena_bytes")
+        limits.append({"limit": "tflm_arena_bytes", "value": arena, "max": budget.max_peak_ram_bytes,
+                       "pass": arena is not None and arena <= budget.max_peak_ram_bytes})
     limits.append({"limit": "int8_float_agreement", "value": agreement, "min": MIN_INT8_AGREEMENT,
                    "pass": agreement >= MIN_INT8_AGREEMENT})
     report = {
@@ -124,6 +132,9 @@ def export_and_validate(model_pt: Path, data_by_rate: dict[int, DecodedDataset],
         "tflite": str(tflite_path.name), "file_bytes": tfl.file_bytes,
         "int8_bytes_tflite": tfl.weight_bytes, "int8_bytes_genome": genome_c.int8_bytes,
         "macs_tflite": macs_tflite, "macs_genome": genome_c.macs,
+        "macs_tflite_over_genome": round(macs_tflite / genome_c.macs, 6) if genome_c.macs else None,
+        "params_tflite": params_tflite, "params_genome": genome_c.params,
+        "peak_activation_bytes_genome": genome_c.peak_activation_bytes, "nessi_macs_genome": genome_c.nessi_macs,
         "int8_weights": tfl.int8_weights, "int32_biases": tfl.int32_biases,
         "validation_clips": int(len(val)), "validation_patches": int(len(x_val)),
         "float": classification_metrics(y, f_clip), "int8": classification_metrics(y, q_clip),

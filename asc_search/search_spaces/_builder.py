@@ -5,47 +5,50 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from asc_search._errors import UserInputError
+from asc_search.search_spaces._arch import ArchSpec, Head, trace
+from asc_search.search_spaces._blocks import InfeasibleBlock, Shape
 from asc_search.search_spaces._genome import Genome
-
-_ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
 
 class CandidateCNN(nn.Module):
-    """The CNN a genome describes.
+    """The CNN an ``ArchSpec`` describes, for a fixed input shape.
 
     Shapes:
-        ``(batch, 1 + deltas, n_bins, frames) -> (batch, n_classes)`` logits.
+        ``(batch, C, H, W) -> (batch, n_classes)`` logits, with ``(C, H, W) = input_shape``
+        (``1 + deltas`` channels, frequency bins, frames).
 
     Args:
-        genome: Architecture genes.
+        arch: The architecture.
+        input_shape: ``(C, H, W)`` of one patch.
         n_classes: Output classes.
+
+    Raises:
+        UserInputError: The architecture cannot be built on ``input_shape`` (the message names the block).
     """
 
-    def __init__(self, genome: Genome, n_classes: int) -> None:
+    def __init__(self, arch: ArchSpec, input_shape: Shape, n_classes: int) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
-        c_in = 1 + genome.frontend.deltas
-        for s in genome.stages:
-            layers += [nn.Conv2d(c_in, s.width, s.kernel, padding=s.kernel // 2, bias=False),
-                       nn.BatchNorm2d(s.width), _ACTIVATIONS[s.activation]()]
-            if s.pool == "max2":
-                layers.append(nn.MaxPool2d(2))
-            elif s.pool == "avg2":
-                layers.append(nn.AvgPool2d(2))
-            c_in = s.width
-        self.features = nn.Sequential(*layers)
-        head: list[nn.Module] = [nn.AdaptiveAvgPool2d(1)]
-        if genome.head_width > 0:
-            head += [nn.Conv2d(c_in, genome.head_width, 1), nn.ReLU()]
-            c_in = genome.head_width
-        head += [nn.Dropout(genome.dropout), nn.Conv2d(c_in, n_classes, 1), nn.Flatten(1)]
-        self.head = nn.Sequential(*head)
+        try:
+            steps = trace(arch, input_shape)
+        except InfeasibleBlock as exc:
+            raise UserInputError(f"cannot build {arch.summary()}: {exc}") from None
+        self.input_shape = tuple(input_shape)
+        self.features = nn.Sequential(*(spec.build(s_in) for spec, s_in, _ in steps))
+        last = steps[-1][2] if steps else tuple(input_shape)
+        self.head = Head(arch, last, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(batch, 1 + deltas, n_bins, frames)`` normalised features -> ``(batch, n_classes)`` logits."""
+        """``(batch, C, H, W)`` normalised features -> ``(batch, n_classes)`` logits."""
         return self.head(self.features(x))
 
 
 def build_model(genome: Genome, n_classes: int) -> CandidateCNN:
-    """Instantiate the network of ``genome`` with ``n_classes`` outputs."""
-    return CandidateCNN(genome, n_classes)
+    """Instantiate the network of ``genome`` for its front-end's patch shape, with ``n_classes`` outputs.
+
+    Raises:
+        UserInputError: The genome cannot be built (invalid front-end genes, or a block that does not fit).
+    """
+    from asc_search.constraints import patch_layout
+
+    return CandidateCNN(genome.arch, patch_layout(genome).input_shape, n_classes)

@@ -1,4 +1,4 @@
-"""The genome of a candidate: front-end genes plus a CNN architecture, serialisable to JSON.
+"""The genome of a candidate: front-end genes, an ``ArchSpec`` and training genes, serialisable to JSON.
 
 A genome is a frozen, hashable value: equal genomes give equal ``genome_id`` in any process.
 """
@@ -8,13 +8,9 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
-from typing import Literal
 
 from asc_search._errors import UserInputError
-
-ACTIVATIONS = ("relu", "tanh")
-POOLS = ("none", "max2", "avg2")
-KERNELS = (3, 5, 7)
+from asc_search.search_spaces._arch import ArchSpec
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,70 +54,35 @@ class FrontendGenes:
 
 
 @dataclass(frozen=True, kw_only=True)
-class ConvStage:
-    """One convolution stage: ``Conv2d(k×k, same padding, no bias) -> BatchNorm -> activation -> pool``.
-
-    Args:
-        width: Output channels.
-        kernel: Square kernel size (3, 5 or 7).
-        activation: ``relu`` or ``tanh``.
-        pool: ``none``, ``max2`` or ``avg2`` (2×2, stride 2, floor).
-    """
-
-    width: int
-    kernel: int
-    activation: Literal["relu", "tanh"]
-    pool: Literal["none", "max2", "avg2"]
-
-    def __post_init__(self) -> None:
-        if self.width < 1:
-            raise UserInputError(f"stage width must be >= 1, got {self.width}")
-        if self.kernel not in KERNELS:
-            raise UserInputError(f"kernel must be one of {KERNELS}, got {self.kernel}")
-        if self.activation not in ACTIVATIONS:
-            raise UserInputError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
-        if self.pool not in POOLS:
-            raise UserInputError(f"pool must be one of {POOLS}, got {self.pool!r}")
-
-
-@dataclass(frozen=True, kw_only=True)
 class Genome:
-    """A candidate: front-end genes, 2-4 conv stages and a classifier head.
-
-    The head is global average pooling, an optional hidden 1×1 layer (``head_width`` > 0, ReLU),
-    dropout and a 1×1 classifier, all 4-D ops so the INT8 export needs no transpose.
+    """A candidate: front-end genes, an architecture (``ArchSpec``) and its training genes.
 
     Args:
         frontend: Front-end genes.
-        stages: Conv stages, input to output.
-        head_width: Hidden units of the head (0: none).
-        dropout: Dropout before the classifier (0 <= p < 1).
+        arch: The CNN (stages of blocks and the head).
         learning_rate: Adam learning rate.
+
+    Raises:
+        UserInputError: A gene out of range.
     """
 
     frontend: FrontendGenes
-    stages: tuple[ConvStage, ...]
-    head_width: int = 0
-    dropout: float = 0.2
+    arch: ArchSpec
     learning_rate: float = 1e-3
 
     def __post_init__(self) -> None:
-        if not self.stages:
-            raise UserInputError("a genome needs at least one conv stage")
-        if self.head_width < 0:
-            raise UserInputError(f"head_width must be >= 0, got {self.head_width}")
-        if not 0 <= self.dropout < 1:
-            raise UserInputError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.learning_rate <= 0:
             raise UserInputError(f"learning_rate must be > 0, got {self.learning_rate}")
 
     def to_dict(self) -> dict:
         """JSON-ready dict (``from_dict`` inverts it)."""
-        return asdict(self)
+        return {"frontend": asdict(self.frontend), "arch": self.arch.to_dict(), "learning_rate": self.learning_rate}
 
     def to_json(self) -> str:
-        """Canonical JSON (sorted keys, no spaces)."""
+        """Canonical JSON (sorted keys, no spaces): the genome's encoding (``from_json`` decodes it)."""
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    encode = to_json
 
     @classmethod
     def from_dict(cls, d: dict) -> Genome:
@@ -131,30 +92,31 @@ class Genome:
             UserInputError: A field is missing or out of range.
         """
         try:
-            return cls(
-                frontend=FrontendGenes(**d["frontend"]),
-                stages=tuple(ConvStage(**s) for s in d["stages"]),
-                head_width=int(d.get("head_width", 0)),
-                dropout=float(d.get("dropout", 0.2)),
-                learning_rate=float(d.get("learning_rate", 1e-3)),
-            )
+            return cls(frontend=FrontendGenes(**d["frontend"]), arch=ArchSpec.from_dict(d["arch"]),
+                       learning_rate=float(d.get("learning_rate", 1e-3)))
         except (KeyError, TypeError) as exc:
-            raise UserInputError(f"not a genome: {exc}") from exc
+            raise UserInputError(f"not a genome: {exc!r}") from exc
 
     @classmethod
     def from_json(cls, text: str) -> Genome:
         """Inverse of ``to_json``."""
         return cls.from_dict(json.loads(text))
 
+    decode = from_json
+
     @property
     def genome_id(self) -> str:
-        """Stable 12-hex-digit hash of the canonical JSON."""
+        """Stable 12-hex-digit hash of the canonical JSON (the same in every process)."""
         return hashlib.sha1(self.to_json().encode()).hexdigest()[:12]
 
+    @property
+    def arch_id(self) -> str:
+        """The architecture's id (``ArchSpec.arch_id``)."""
+        return self.arch.arch_id
+
     def summary(self) -> str:
-        """Compact one-line description, e.g. ``logmel40/16k/h20/c1 | 16k3r-max2 32k3t-avg2 | h0``."""
+        """Compact one-line description, e.g. ``logmel40/16k/h20/c1 | conv_c16_k3_relu maxpool_k2 | gap``."""
         f = self.frontend
         fe = f"{f.kind}{f.n_bins}/{f.sample_rate_hz / 1000:g}k/h{f.hop_ms:g}/c{f.chunk_s:g}"
         fe += f"/d{f.deltas}" if f.deltas else ""
-        st = " ".join(f"{s.width}k{s.kernel}{s.activation[0]}-{s.pool}" for s in self.stages)
-        return f"{fe} | {st} | h{self.head_width}"
+        return f"{fe} | {self.arch.summary()}"

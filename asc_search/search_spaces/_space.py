@@ -12,11 +12,16 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 from asc_search._errors import UserInputError
-from asc_search.search_spaces._genome import ACTIVATIONS, KERNELS, POOLS, ConvStage, FrontendGenes, Genome
+from asc_search.search_spaces._arch import ArchSpec
+from asc_search.search_spaces._blocks import ACTIVATIONS
+from asc_search.search_spaces._genome import FrontendGenes, Genome
 
 SAMPLE_RATES_HZ = (1000, 2000, 4000, 8000, 16000, 22050, 32000, 44100)
 CQT_F_MIN_HZ = 50.0
 FULL_CLIP = 0.0
+BLOCK_TYPES = ("conv", "dc", "ds", "ir", "freq", "freqatt")
+POOLS = ("none", "max2", "avg2")
+_STRIDED = ("conv", "dc", "ds", "ir")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -32,12 +37,20 @@ class SpaceOptions:
         chunk_s: Patch length choices (s); ``FULL_CLIP`` (0) stands for the longest clip of the data and is
             replaced by that length (s, rounded up to 0.1 s) when the run starts.
         deltas: Delta-channel choices (0, 1, 2).
-        min_stages: Fewest conv stages.
-        max_stages: Most conv stages.
-        widths: Channel choices per stage.
-        kernels: Kernel choices.
-        activations: Activation choices.
-        pools: Pooling choices.
+        min_stages: Fewest stages (the depth gene).
+        max_stages: Most stages.
+        block_types: Block kinds per stage (``conv``, ``dc`` decomposed, ``ds`` depthwise-separable, ``ir``
+            inverted residual, ``freq`` / ``freqatt`` FreqCNN); ``dc`` is never offered for the first stage,
+            whose input has 1-3 channels (it needs a multiple of 4).
+        widths: Channel choices per stage (multiples of 4).
+        kernels: Square kernel choices (odd).
+        strides: ``(frequency, time)`` stride choices of ``conv``/``dc``/``ds``/``ir`` blocks, as ``"2x1"``.
+        activations: Activation choices (``relu``, ``tanh``, ``sigmoid``, ``silu``, ``hardswish``).
+        pools: Pooling after each stage (``none``, ``max2``, ``avg2``: 2×2, stride 2).
+        repeats: Repeats of each stage's block.
+        expansions: Inverted-residual expansion ratios.
+        n_subbands: FreqCNN sub-band counts.
+        width_multipliers: Global width multipliers (the seed's channel restriction).
         head_widths: Hidden head width choices (0: none).
         dropouts: Dropout choices.
         learning_rates: Adam learning-rate choices.
@@ -54,16 +67,23 @@ class SpaceOptions:
     deltas: tuple[int, ...] = (0,)
     min_stages: int = 2
     max_stages: int = 4
+    block_types: tuple[str, ...] = BLOCK_TYPES
     widths: tuple[int, ...] = (16, 24, 32, 48, 64)
-    kernels: tuple[int, ...] = KERNELS
+    kernels: tuple[int, ...] = (3, 5, 7)
+    strides: tuple[str, ...] = ("1x1", "2x2")
     activations: tuple[str, ...] = ACTIVATIONS
     pools: tuple[str, ...] = POOLS
+    repeats: tuple[int, ...] = (1, 2)
+    expansions: tuple[int, ...] = (2, 4)
+    n_subbands: tuple[int, ...] = (2, 4)
+    width_multipliers: tuple[float, ...] = (0.5, 0.75, 1.0)
     head_widths: tuple[int, ...] = (0, 32, 64)
     dropouts: tuple[float, ...] = (0.1, 0.3)
     learning_rates: tuple[float, ...] = (1e-3, 3e-3)
 
     def __post_init__(self) -> None:
         from asc_search.frontends import list_frontends
+        from asc_search.search_spaces._blocks import list_blocks
 
         for name, values in asdict(self).items():
             if isinstance(values, tuple) and not values:
@@ -80,6 +100,24 @@ class SpaceOptions:
                                  f"{list(self.chunk_s)}")
         if not 1 <= self.min_stages <= self.max_stages:
             raise UserInputError(f"need 1 <= min_stages <= max_stages, got {self.min_stages}, {self.max_stages}")
+        bad = sorted(set(self.block_types) - (set(list_blocks()) - {"maxpool", "avgpool"}))
+        if bad:
+            raise UserInputError(f"unknown block type(s) {bad}; valid: {', '.join(BLOCK_TYPES)}")
+        if set(self.activations) - set(ACTIVATIONS):
+            raise UserInputError(f"activations must be among {ACTIVATIONS}, got {list(self.activations)}")
+        if set(self.pools) - set(POOLS):
+            raise UserInputError(f"pools must be among {POOLS}, got {list(self.pools)}")
+        if any(k < 1 or k % 2 == 0 for k in self.kernels):
+            raise UserInputError(f"kernels must be odd and >= 1, got {list(self.kernels)}")
+        if any(w < 4 or w % 4 for w in self.widths):
+            raise UserInputError(f"widths must be multiples of 4, got {list(self.widths)}")
+        for st in self.strides:
+            a, _, b = st.partition("x")
+            if not (a.isdigit() and b.isdigit() and int(a) >= 1 and int(b) >= 1):
+                raise UserInputError(f"strides are written FxT (e.g. 2x1), got {st!r}")
+        if self.block_types == ("dc",):
+            raise UserInputError("block_types ('dc',) alone cannot start a network (its input needs a multiple "
+                                 "of 4 channels); add another type")
 
     def to_dict(self) -> dict:
         """YAML-ready dict (lists)."""
@@ -89,8 +127,11 @@ class SpaceOptions:
 def sample_genome(trial, options: SpaceOptions) -> Genome:
     """Sample a genome from an Optuna trial (or Ray's trial captor) with ``suggest_categorical``.
 
-    Parameter names: ``frontend``, ``sample_rate_hz``, ``n_bins``, ``hop_ms``, ``chunk_s``, ``deltas``,
-    ``n_stages``, ``s{i}_width``, ``s{i}_kernel``, ``s{i}_act``, ``s{i}_pool``, ``head_width``, ``dropout``, ``lr``.
+    The space is define-by-run: the genes of stage ``i`` exist only when ``n_stages >= i``, and a stage's
+    ``expansion`` / ``subbands`` / ``stride`` genes only for the block types that have them. Parameter names:
+    ``frontend``, ``sample_rate_hz``, ``n_bins``, ``hop_ms``, ``chunk_s``, ``deltas``, ``n_stages``,
+    ``s{i}_block``, ``s{i}_width``, ``s{i}_kernel``, ``s{i}_stride``, ``s{i}_act``, ``s{i}_pool``, ``s{i}_repeats``,
+    ``s{i}_expansion``, ``s{i}_subbands``, ``width_mult``, ``head_width``, ``dropout``, ``lr``.
     """
     params = {
         "frontend": trial.suggest_categorical("frontend", list(options.frontends)),
@@ -101,15 +142,41 @@ def sample_genome(trial, options: SpaceOptions) -> Genome:
         "deltas": trial.suggest_categorical("deltas", list(options.deltas)),
         "n_stages": trial.suggest_int("n_stages", options.min_stages, options.max_stages),
     }
+    first_types = [b for b in options.block_types if b != "dc"]
     for i in range(1, params["n_stages"] + 1):
-        params[f"s{i}_width"] = trial.suggest_categorical(f"s{i}_width", list(options.widths))
-        params[f"s{i}_kernel"] = trial.suggest_categorical(f"s{i}_kernel", list(options.kernels))
-        params[f"s{i}_act"] = trial.suggest_categorical(f"s{i}_act", list(options.activations))
-        params[f"s{i}_pool"] = trial.suggest_categorical(f"s{i}_pool", list(options.pools))
+        p = f"s{i}_"
+        block = trial.suggest_categorical(f"{p}block", first_types if i == 1 else list(options.block_types))
+        params[f"{p}block"] = block
+        params[f"{p}width"] = trial.suggest_categorical(f"{p}width", list(options.widths))
+        params[f"{p}kernel"] = trial.suggest_categorical(f"{p}kernel", list(options.kernels))
+        if block in _STRIDED:
+            params[f"{p}stride"] = trial.suggest_categorical(f"{p}stride", list(options.strides))
+        if block == "ir":
+            params[f"{p}expansion"] = trial.suggest_categorical(f"{p}expansion", list(options.expansions))
+        if block in ("freq", "freqatt"):
+            params[f"{p}subbands"] = trial.suggest_categorical(f"{p}subbands", list(options.n_subbands))
+        params[f"{p}act"] = trial.suggest_categorical(f"{p}act", list(options.activations))
+        params[f"{p}repeats"] = trial.suggest_categorical(f"{p}repeats", list(options.repeats))
+        params[f"{p}pool"] = trial.suggest_categorical(f"{p}pool", list(options.pools))
+    params["width_mult"] = trial.suggest_categorical("width_mult", list(options.width_multipliers))
     params["head_width"] = trial.suggest_categorical("head_width", list(options.head_widths))
     params["dropout"] = trial.suggest_categorical("dropout", list(options.dropouts))
     params["lr"] = trial.suggest_categorical("lr", list(options.learning_rates))
     return genome_from_params(params)
+
+
+def _block_string(params: dict, i: int) -> str:
+    p = f"s{i}_"
+    kind = params[f"{p}block"]
+    tokens = [kind, f"c{int(params[f'{p}width'])}", f"k{int(params[f'{p}kernel'])}"]
+    if kind in _STRIDED:
+        tokens.append(f"s{params.get(f'{p}stride', '1x1')}")
+    if kind == "ir":
+        tokens.append(f"e{int(params[f'{p}expansion'])}")
+    if kind in ("freq", "freqatt"):
+        tokens.append(f"n{int(params[f'{p}subbands'])}")
+    tokens += [f"r{int(params.get(f'{p}repeats', 1))}", params[f"{p}act"]]
+    return "_".join(tokens)
 
 
 def genome_from_params(params: dict) -> Genome:
@@ -119,19 +186,24 @@ def genome_from_params(params: dict) -> Genome:
 
     Raises:
         KeyError: A parameter is missing.
+        UserInputError: A value is out of range.
     """
     n = int(params["n_stages"])
     kind = params["frontend"]
+    stages = []
+    for i in range(1, n + 1):
+        stage = [_block_string(params, i)]
+        pool = params[f"s{i}_pool"]
+        if pool != "none":
+            stage.append(f"{pool[:3]}pool_k{pool[3:]}")
+        stages.append(tuple(stage))
     return Genome(
         frontend=FrontendGenes(kind=kind, sample_rate_hz=int(params["sample_rate_hz"]), n_bins=int(params["n_bins"]),
                                hop_ms=float(params["hop_ms"]), chunk_s=float(params["chunk_s"]),
                                deltas=int(params["deltas"]), f_min_hz=CQT_F_MIN_HZ if kind == "cqt" else 0.0),
-        stages=tuple(
-            ConvStage(width=int(params[f"s{i}_width"]), kernel=int(params[f"s{i}_kernel"]),
-                      activation=params[f"s{i}_act"], pool=params[f"s{i}_pool"])
-            for i in range(1, n + 1)
-        ),
-        head_width=int(params["head_width"]), dropout=float(params["dropout"]), learning_rate=float(params["lr"]),
+        arch=ArchSpec(stages=tuple(stages), width_multiplier=float(params.get("width_mult", 1.0)),
+                      head_width=int(params["head_width"]), dropout=float(params["dropout"])),
+        learning_rate=float(params["lr"]),
     )
 
 
@@ -143,11 +215,16 @@ def smallest_genomes(options: SpaceOptions) -> Iterator[Genome]:
     o = options
     params = {"sample_rate_hz": min(o.sample_rates_hz), "n_bins": min(o.n_bins), "deltas": min(o.deltas),
               "n_stages": o.min_stages, "head_width": min(o.head_widths), "dropout": o.dropouts[0],
-              "lr": o.learning_rates[0]}
+              "lr": o.learning_rates[0], "width_mult": min(o.width_multipliers)}
+    cheapest = [b for b in ("ds", "ir", "dc", "conv", "freq", "freqatt") if b in o.block_types]
+    stride = max(o.strides, key=lambda st: int(st.partition("x")[0]) * int(st.partition("x")[2]))
     for kind, chunk, hop, pool in itertools.product(o.frontends, o.chunk_s, sorted({min(o.hop_ms), max(o.hop_ms)}),
                                                     sorted({"max2", "none"} & set(o.pools)) or [o.pools[0]]):
         stages = {}
         for i in range(1, o.min_stages + 1):
-            stages |= {f"s{i}_width": min(o.widths), f"s{i}_kernel": min(o.kernels), f"s{i}_act": o.activations[0],
+            block = next(b for b in cheapest if not (i == 1 and b == "dc"))
+            stages |= {f"s{i}_block": block, f"s{i}_width": min(o.widths), f"s{i}_kernel": min(o.kernels),
+                       f"s{i}_stride": stride, f"s{i}_expansion": min(o.expansions),
+                       f"s{i}_subbands": min(o.n_subbands), f"s{i}_act": o.activations[0], f"s{i}_repeats": 1,
                        f"s{i}_pool": pool}
         yield genome_from_params({**params, **stages, "frontend": kind, "chunk_s": chunk, "hop_ms": hop})

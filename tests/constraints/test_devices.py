@@ -2,7 +2,7 @@ import pytest
 
 from asc_search import UserInputError
 from asc_search.constraints import Budget, count_complexity, get_budget, get_device, list_devices
-from asc_search.search_spaces import ConvStage, FrontendGenes, Genome
+from asc_search.search_spaces import ArchSpec, FrontendGenes, Genome
 
 
 def test_profiles_reproduce_their_reference_measurements():
@@ -15,7 +15,7 @@ def test_profiles_reproduce_their_reference_measurements():
 
 def test_latency_limit_rejects_before_training():
     g = Genome(frontend=FrontendGenes(sample_rate_hz=16000, n_bins=40, hop_ms=20, chunk_s=1.0),
-               stages=(ConvStage(width=16, kernel=3, activation="relu", pool="max2"),))
+               arch=ArchSpec(stages=(("conv_c16_k3_relu", "maxpool_k2"),)))
     c = count_complexity(g, n_classes=10)
     mcu = Budget(name="mcu-100ms", max_latency_ms=100.0, device="cortex-m4")
     expected = c.macs / get_device("cortex-m4").macs_per_s * 1000

@@ -20,7 +20,7 @@ from asc_search.deploy import (
     write_c_array,
 )
 from asc_search.frontends import compute_clip_features
-from asc_search.search_spaces import ConvStage, FrontendGenes, Genome, build_model
+from asc_search.search_spaces import ArchSpec, FrontendGenes, Genome, build_model
 from asc_search.trainers import Normalisation, TrainSettings, fit
 
 pytestmark = pytest.mark.slow
@@ -36,9 +36,8 @@ def fsdd_small(fsdd):
 def test_exported_model_matches_genome_and_float_model(fsdd_small, tmp_path):
     data = fsdd_small
     g = Genome(frontend=FrontendGenes(sample_rate_hz=8000, n_bins=32, hop_ms=16, chunk_s=0.5, deltas=2),
-               stages=(ConvStage(width=16, kernel=5, activation="relu", pool="max2"),
-                       ConvStage(width=24, kernel=3, activation="tanh", pool="avg2"),
-                       ConvStage(width=32, kernel=3, activation="relu", pool="none")), head_width=32)
+               arch=ArchSpec(stages=(("conv_c16_k5_relu", "maxpool_k2"), ("conv_c24_k3_tanh", "avgpool_k2"),
+                                     ("conv_c32_k3_relu",)), head_width=32))
     feats = compute_clip_features(data, patch_layout(g))
     train, val = np.flatnonzero(~data.is_validation), np.flatnonzero(data.is_validation)
     norm = Normalisation.fit(feats, train, deltas=g.frontend.deltas)
