@@ -398,7 +398,7 @@ def _search(config: RunConfig, options: SpaceOptions | None, budget: Budget,
                 f"{config.sampler}, {config.epochs} epochs max")
         t0 = time.time()
         grid = tuner.fit()
-        say(f"search finished in {time.time() - t0:.0f} s")
+        say(f"search finished in {time.time() - t0:.1f} s")
         rows = [_row_from_result(r, data.n_classes) for r in grid]
     finally:
         _LISTENER = None
