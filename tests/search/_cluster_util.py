@@ -157,6 +157,27 @@ class LocalRayNodes:
 
         wait_for(ready, timeout, f"{n} Ray node(s) alive")
 
+    def node_id(self, index: int) -> str:
+        """Ray node id of the ``index``-th node started (0: the head), read from its raylet's command line."""
+        import re
+
+        import psutil
+
+        for pid in descendants(self.procs[index].pid):
+            try:
+                cmd = " ".join(psutil.Process(pid).cmdline())
+            except psutil.NoSuchProcess:
+                continue
+            m = re.search(r"raylet/raylet .*--node_id=([0-9a-f]+)", cmd)
+            if m:
+                return m.group(1)
+        raise AssertionError(f"no raylet under node {index}")
+
+    def kill_node(self, index: int) -> None:
+        """SIGKILL the ``index``-th node and everything it started, as when a machine dies."""
+        kill_all([self.procs[index].pid, *descendants(self.procs[index].pid)])
+        self.procs[index].wait(10)
+
     def stop(self) -> list[int]:
         """SIGTERM every node, then SIGKILL what is left under the temp dir; returns the pids that had to be
         killed (empty when SIGTERM stopped everything)."""

@@ -127,6 +127,50 @@ def test_search_runs_on_both_nodes_of_a_two_node_cluster(esc10, tmp_path):
     assert "Trials per node" in (run / "report.md").read_text()
 
 
+def _running_on(run: Path, node_id: str) -> str | None:
+    """Id of a trial whose latest result is an unfinished epoch on ``node_id``."""
+    for path in (run / "tune").glob("trial_*/result.json"):
+        lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+        try:
+            last = json.loads(lines[-1]) if lines else {}
+        except json.JSONDecodeError:
+            continue
+        if last.get("node_id") == node_id and not last.get("final"):
+            return last["trial_id"]
+    return None
+
+
+@pytest.mark.slow
+def test_a_trial_on_a_node_that_dies_is_retried_on_another(esc10, tmp_path):
+    data = _copy_subset(esc10, tmp_path / "data")
+    cluster = LocalRayNodes(Path("/tmp") / f"asc-nf-{uuid.uuid4().hex[:6]}", cpus_per_node=1)
+    run = tmp_path / "run"
+    driver = None
+    try:
+        cluster.start_head()
+        cluster.add_worker()
+        head, worker = cluster.node_id(0), cluster.node_id(1)
+        args = [a if a != "2" else "8" for a in SMALL_SEARCH]  # 8 epochs: time to kill the node mid-trial
+        driver = subprocess.Popen([str(VENV_BIN / "python"), "-m", "asc_search.cli", "--data", str(data), "--trials",
+                                   "3", "--out", str(run), "--address", cluster.address, *args], cwd=tmp_path,
+                                  env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        victim = wait_for(lambda: _running_on(run, worker), 300, "a trial running on the second node")
+        cluster.kill_node(1)
+        out, _ = driver.communicate(timeout=600)
+        assert driver.returncode == 0, out[-3000:]
+    finally:
+        if driver is not None and driver.poll() is None:
+            kill_all([driver.pid, *descendants(driver.pid)])
+        leftovers = cluster.stop()
+        shutil.rmtree(cluster.temp_dir, ignore_errors=True)
+    assert leftovers == []
+    rows = {r["trial_id"]: r for r in trials(run) if r["status"] != "rejected"}
+    assert len(rows) == 3 and all(r["status"] == "completed" for r in rows.values())
+    assert rows[victim]["node_id"] == head  # finished on the node that was left
+    results = [json.loads(ln) for ln in (run / "tune" / f"trial_{victim}" / "result.json").read_text().splitlines()]
+    assert [r["node_id"] for r in results if r.get("epoch") == 1] == [worker, head]  # started twice
+
+
 def test_address_without_a_cluster_is_a_usage_error(esc10, tmp_path):
     data = _copy_subset(esc10, tmp_path / "data", per_class_per_fold=1)
     port = LocalRayNodes(tmp_path / "unused").port  # a free port: nothing listens there
