@@ -51,3 +51,21 @@ def test_more_gpus_per_trial_than_the_cluster_has_is_a_usage_error(esc10, tmp_pa
     assert p.returncode == 2, p.stdout[-2000:] + p.stderr[-2000:]
     last = p.stderr.strip().splitlines()[-1]
     assert last.startswith("asc-search: error: --gpus-per-trial 0.5 is more than the 0 GPUs Ray has")
+
+
+class _Payload:
+    """Any class: a pickle that needs it is not plain data."""
+
+
+def test_checkpoints_load_with_weights_only(tmp_path):
+    import pickle
+
+    import torch
+
+    from asc_search.search._trainable import load_candidate
+
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "metrics": {"final": True, "acc": 0.5}}, tmp_path / "ok.pt")
+    assert load_candidate(tmp_path / "ok.pt")["metrics"]["final"] is True
+    torch.save({"state_dict": {}, "metrics": _Payload()}, tmp_path / "code.pt")
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        load_candidate(tmp_path / "code.pt")
