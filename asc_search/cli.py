@@ -17,7 +17,7 @@ from pathlib import Path
 
 from asc_search._errors import AscSearchError, UserInputError
 
-COMMANDS = ("search", "resume", "report", "trials", "show", "deploy", "validate", "data", "budgets")
+COMMANDS = ("search", "resume", "report", "trials", "show", "deploy", "validate", "data", "budgets", "references")
 
 EXAMPLES = """examples:
   asc-search --budget dcase2022 --data ../shared/data/esc10-dev --trials 16 --out runs/esc10
@@ -26,6 +26,7 @@ EXAMPLES = """examples:
   asc-search --data /data/esc10-dev --address auto --cpus-per-trial 1 --gpus-per-trial 0.25   # on a Ray cluster
   asc-search resume runs/esc10      # continue an interrupted run
   asc-search budgets
+  asc-search references      # named reference architectures and their complexity
   asc-search data check ../shared/data/esc10-dev
   asc-search report runs/esc10 ; asc-search trials runs/esc10 --sort macs ; asc-search show runs/esc10 TRIAL
 """
@@ -246,6 +247,21 @@ def _cmd_budgets() -> int:
     return 0
 
 
+def _cmd_references(n_classes: int) -> int:
+    from asc_search.constraints import count_complexity
+    from asc_search.search_spaces import list_references
+
+    print(f"{'name':<20} {'input':<12} {'params':>8} {'int8 B':>8} {'keras':>8} {'MACs/1s':>13} {'NeSsi MACs':>13} "
+          f"{'peak RAM B':>11}  architecture")
+    for r in list_references():
+        c = count_complexity(r.genome, n_classes=n_classes)
+        shape = "x".join(str(v) for v in c.input_shape)
+        print(f"{r.name:<20} {shape:<12} {c.params:>8,} {c.int8_bytes:>8,} {c.keras_params:>8,} {c.macs:>13,} "
+              f"{c.nessi_macs:>13,} {c.peak_activation_bytes:>11,}  {r.genome.arch.summary()}")
+    print(f"({n_classes} classes; the front-end is the published one. Sources and notes: asc_search.search_spaces)")
+    return 0
+
+
 def _cmd_search(argv: list[str]) -> int:
     args = _search_parser().parse_args(argv)
     _setup_logging(args.verbose)
@@ -378,6 +394,13 @@ def main(argv: list[str] | None = None) -> int:
                     "and source.", epilog="examples:\n  asc-search budgets",
                     formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv[1:])
             return _cmd_budgets()
+        if argv and argv[0] == "references":
+            p = _Parser(prog="asc-search references", description="List the named reference architectures with "
+                        "their complexity by the tool's counting convention (and Keras / NeSsi figures).",
+                        epilog="examples:\n  asc-search references\n  asc-search references --n-classes 3",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+            p.add_argument("--n-classes", type=int, default=10, help="output classes (default 10)")
+            return _cmd_references(p.parse_args(argv[1:]).n_classes)
         if argv and argv[0] == "data":
             return _cmd_data(argv[1:])
         if argv and argv[0] == "resume":
