@@ -294,6 +294,7 @@ def test_ray_up_cluster_yaml_runs_a_search_with_address_auto(esc10, tmp_path):
     bashrc = home / ".bashrc"
     bashrc_before = bashrc.read_bytes() if bashrc.exists() else None
     bootstrap_before = {p: p.exists() for p in (home / "ray_bootstrap_config.yaml", home / "ray_bootstrap_key.pem")}
+    tmp_before = set(Path("/tmp").glob("ray-config-*")) | set(Path("/tmp").glob("ray_ssh_*"))
     sshd, key = _start_sshd(d)
     cfg = _test_yaml(d, key, data, remote_data)
     cluster_name = yaml.safe_load(cfg.read_text())["cluster_name"]
@@ -328,8 +329,14 @@ def test_ray_up_cluster_yaml_runs_a_search_with_address_auto(esc10, tmp_path):
         for p, existed in bootstrap_before.items():
             if not existed:
                 p.unlink(missing_ok=True)
-        for suffix in ("state", "lock"):
-            Path(f"/tmp/cluster-{cluster_name}.{suffix}").unlink(missing_ok=True)
+        for suffix in ("state", "lock"):  # the local provider's node state
+            Path(f"/tmp/ray/cluster-{cluster_name}.{suffix}").unlink(missing_ok=True)
+        # ray up's config cache and ssh control sockets
+        for p in (set(Path("/tmp").glob("ray-config-*")) | set(Path("/tmp").glob("ray_ssh_*"))) - tmp_before:
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
     assert down is not None and down.returncode == 0, down.stdout[-2000:] + down.stderr[-2000:]
     assert left == []  # `ray down` stopped the head's Ray: the venv's ray was on PATH over ssh
     assert sshd.returncode is not None and ssh_left == []  # no sshd or ssh process left behind
