@@ -47,9 +47,21 @@ def trials(run: Path) -> list[dict]:
 
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct TCP ports free right now (all held open together while they are picked)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def descendants(pid: int) -> list[int]:
@@ -114,7 +126,9 @@ class LocalRayNodes:
 
     def __init__(self, temp_dir: Path, cpus_per_node: int = 1) -> None:
         self.temp_dir, self.cpus = Path(temp_dir), cpus_per_node
-        self.port = free_port()
+        # Every port the nodes take, picked at once so no two coincide.
+        self._ports = free_ports(8)
+        self.port = self._ports.pop()
         self.address = f"127.0.0.1:{self.port}"
         self.procs: list[subprocess.Popen] = []
         self.env = env(RAY_AUTH_MODE="token")
@@ -123,14 +137,14 @@ class LocalRayNodes:
         log = open(self.temp_dir.parent / f"{self.temp_dir.name}-node{len(self.procs)}.log", "w")
         self.procs.append(subprocess.Popen([str(VENV_BIN / "ray"), "start", "--block", "--disable-usage-stats",
                                             f"--num-cpus={self.cpus}", "--num-gpus=0",
-                                            f"--dashboard-agent-listen-port={free_port()}", *args],
+                                            f"--dashboard-agent-listen-port={self._ports.pop()}", *args],
                                            env=self.env, stdout=log, stderr=subprocess.STDOUT))
 
     def start_head(self) -> None:
         """Start the head and wait until it answers."""
         self.temp_dir.mkdir(parents=True, exist_ok=True)
         self._start(["--head", f"--port={self.port}", f"--temp-dir={self.temp_dir}", "--include-dashboard=false",
-                     f"--dashboard-port={free_port()}", f"--ray-client-server-port={free_port()}"])
+                     f"--dashboard-port={self._ports.pop()}", f"--ray-client-server-port={self._ports.pop()}"])
         self.wait_nodes(1)
 
     def add_worker(self) -> None:
