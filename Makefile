@@ -9,7 +9,7 @@ DATA   ?= ../shared/data
 DEMO_OUT ?= runs/demo-esc10
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install demo demo-fsdd test test-fast lint clean
+.PHONY: install demo demo-fsdd test test-fast lint clean bench
 
 install: $(STAMP)
 
@@ -38,6 +38,18 @@ test: install
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow" tests
+
+# Benchmarks (bench/*.py, full settings; each writes bench/results/*.json), then BENCHMARKS.md from them.
+# Under 60 minutes on the 2-core machine; add --quick to a script for a smoke run.
+bench:
+	test -f $(STAMP) || $(MAKE) install
+	mkdir -p bench/results && date +%s > bench/results/started_at
+	$(BIN)/python bench/frontends.py
+	$(BIN)/python bench/trainer.py --epochs 1 --repeats 3
+	$(BIN)/python bench/orchestration.py --trials 40
+	$(BIN)/python bench/export.py --exports 2
+	$(BIN)/python bench/search_quality.py --trials 8 --epochs 1 --seeds 0,1,2 --time-limit-s 120
+	$(BIN)/python bench/report.py
 
 lint: install
 	$(BIN)/ruff check .

@@ -1,0 +1,149 @@
+"""Orchestration: Ray Tune + Optuna overhead per trial (trials that do nothing), infeasible candidates rejected
+per second, and proof that a rejected candidate never reaches a Ray trial.
+
+Run: ``.venv/bin/python bench/orchestration.py [--quick]`` (prints a table, writes
+``bench/results/orchestration.json``).
+
+1. Overhead: a Tuner exactly as ``asc_search.search`` builds it (``FeasibleOptunaSearch`` with the
+   multi-objective TPE sampler over the default space, ``ConcurrencyLimiter``, ``reuse_actors=True``, 2 slots)
+   whose trainable only reports the objectives. Overhead per trial = slot-seconds of ``Tuner.fit`` / trials
+   (a trial that trains nothing costs only orchestration), measured with budget ``none`` (no rejection) and
+   ``dcase2022`` (rejections included). The start of Ray is timed apart.
+2. Rejection rate: ``FeasibleOptunaSearch.suggest`` driven without Ray under the ``dcase2022`` budget on the
+   ESC-10 space (16 kHz, 0.5/1 s patches): rejected candidates per second of suggest time, and the share of
+   sampled candidates that are infeasible.
+3. Infeasible candidates cost no training: in the Tuner run with ``dcase2022`` every trial the trainable
+   received is counted against the budget (the number that break it must be 0) while the searcher's
+   rejections are counted apart.
+The share of a real search's wall time spent outside training is measured on the search-quality runs
+(``bench/search_quality.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _common import command_line, spread, write_result  # noqa: I001 - sets sys.path
+
+N_CLASSES = 10
+
+
+def _space(budget_name: str):
+    from asc_search.constraints import get_budget
+    from asc_search.search import DefineByRunSpace
+    from asc_search.search_spaces import SpaceOptions
+
+    return DefineByRunSpace(options=SpaceOptions(sample_rates_hz=(16000,), chunk_s=(0.5, 1.0)),
+                            budget=get_budget(budget_name), n_classes=N_CLASSES)
+
+
+def _searcher(budget_name: str, rejections: Path, seed: int):
+    from asc_search.search import MODES, OBJECTIVES, FeasibleOptunaSearch
+    from asc_search.search._run import _make_sampler
+
+    return FeasibleOptunaSearch(space=_space(budget_name), rejections_path=rejections, metric=list(OBJECTIVES),
+                                mode=list(MODES), sampler=_make_sampler("tpe", seed))
+
+
+def noop_trial(config: dict) -> None:
+    """A trial that trains nothing: reports the genome's objectives and whether it fits the budget."""
+    from ray import tune
+
+    from asc_search.constraints import count_complexity, get_budget
+    from asc_search.search_spaces import Genome
+
+    g = Genome.from_dict(config["genome"])
+    c = count_complexity(g, n_classes=N_CLASSES)
+    tune.report({"best_val_accuracy": 0.5, "macs": c.macs, "int8_bytes": c.int8_bytes, "final": True,
+                 "breaks_dcase2022": bool(get_budget("dcase2022").check(c))})
+
+
+def tuner_run(budget_name: str, trials: int, work: Path, seed: int) -> dict:
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+
+    run = work / f"noop-{budget_name}"
+    run.mkdir(parents=True)
+    searcher = _searcher(budget_name, run / "rejected.jsonl", seed)
+    tuner = tune.Tuner(
+        tune.with_resources(noop_trial, {"cpu": 1}),
+        tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=2), num_samples=trials,
+                                    reuse_actors=True),
+        run_config=tune.RunConfig(name="tune", storage_path=str(run), verbose=0),
+    )
+    t0 = time.perf_counter()
+    grid = tuner.fit()
+    wall = time.perf_counter() - t0
+    results = [r.metrics for r in grid]
+    return {"budget": budget_name, "trials": trials, "wall_s": wall, "slot_s_per_trial": 2 * wall / trials,
+            "trials_per_s": trials / wall, "rejected": searcher.rejected,
+            "trained_breaking_dcase2022": sum(bool(m.get("breaks_dcase2022")) for m in results),
+            "errors": sum(r.error is not None for r in grid)}
+
+
+def rejection_rate(feasible: int, seed: int, work: Path) -> dict:
+    """Drive the searcher without Ray until ``feasible`` candidates come out; time the rejections."""
+    s = _searcher("dcase2022", work / f"rej-{seed}.jsonl", seed)
+    t_suggest = 0.0
+    for i in range(feasible):
+        t0 = time.perf_counter()
+        cfg = s.suggest(f"t{i}")
+        t_suggest += time.perf_counter() - t0
+        s.on_trial_complete(f"t{i}", {"best_val_accuracy": 0.5, "macs": 1, "int8_bytes": 1,
+                                      "training_iteration": 1})
+        assert cfg and "genome" in cfg
+    sampled = s.rejected + feasible
+    return {"seed": seed, "feasible": feasible, "rejected": s.rejected, "sampled": sampled,
+            "infeasible_share": s.rejected / sampled, "suggest_s": t_suggest,
+            "rejected_per_s": s.rejected / t_suggest if t_suggest else 0.0,
+            "ms_per_candidate": 1000 * t_suggest / sampled}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="few trials (smoke run)")
+    ap.add_argument("--trials", type=int, default=60)
+    args = ap.parse_args()
+    trials = 10 if args.quick else args.trials
+    feasible, seeds = (10, (0,)) if args.quick else (40, (0, 1, 2))
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    import optuna
+    import ray
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with tempfile.TemporaryDirectory(prefix="asc-bench-orch-") as tmp:
+        work = Path(tmp)
+        rej = [rejection_rate(feasible, seed, work) for seed in seeds]
+        for r in rej:
+            print(f"rejection (no Ray), seed {r['seed']}: {r['rejected']} rejected of {r['sampled']} sampled "
+                  f"({100 * r['infeasible_share']:.0f} % infeasible), {r['rejected_per_s']:.0f} rejected/s, "
+                  f"{r['ms_per_candidate']:.1f} ms per candidate", flush=True)
+        t0 = time.perf_counter()
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray_start_s = time.perf_counter() - t0
+        try:
+            runs = [tuner_run("none", trials, work, 0), tuner_run("dcase2022", trials, work, 0)]
+        finally:
+            ray.shutdown()
+    for r in runs:
+        print(f"no-op trials, budget {r['budget']}: {r['trials']} trials in {r['wall_s']:.1f} s = "
+              f"{r['slot_s_per_trial']:.3f} slot-s per trial ({r['trials_per_s']:.1f} trials/s, 2 slots); "
+              f"{r['rejected']} rejected before Ray; trained trials breaking dcase2022: "
+              f"{r['trained_breaking_dcase2022']}", flush=True)
+    print(f"ray.init: {ray_start_s:.1f} s")
+    write_result("orchestration", {
+        "quick": args.quick, "ray_init_s": ray_start_s, "noop_runs": runs, "rejection": rej,
+        "rejected_per_s": spread([r["rejected_per_s"] for r in rej]),
+        "infeasible_share": spread([r["infeasible_share"] for r in rej]),
+        "ms_per_candidate": spread([r["ms_per_candidate"] for r in rej]),
+    }, command_line())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
