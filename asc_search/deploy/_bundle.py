@@ -22,7 +22,7 @@ from asc_search.deploy._tflm import (
     tflm_arena_bytes,
     write_c_array,
 )
-from asc_search.deploy._validate import run_int8, tflite_complexity
+from asc_search.deploy._validate import run_int8, tflite_complexity, xnnpack_prepares
 from asc_search.frontends import FeatureCache
 from asc_search.search_spaces import Genome, build_model
 from asc_search.trainers import Normalisation, classification_metrics, clip_probabilities, grouped_accuracy
@@ -144,6 +144,7 @@ def export_and_validate(model_pt: Path, data_by_rate: dict[int, DecodedDataset],
         "int8_float_patch_agreement": float((float_probs.argmax(1) == int8_probs.argmax(1)).mean()),
         "int8_builtin_float_agreement": float((f_clip.argmax(1) == b_clip.argmax(1)).mean()),
         "int8_xnnpack_builtin_patch_agreement": float((int8_probs.argmax(1) == builtin_probs.argmax(1)).mean()),
+        "xnnpack_prepares": xnnpack_prepares(tflite_path),
         **tflm,
         "latency_ms_litert_xnnpack": round(litert_latency_ms(tflite_path, xnnpack=True), 4),
         "latency_ms_litert_builtin": round(litert_latency_ms(tflite_path, xnnpack=False), 4),

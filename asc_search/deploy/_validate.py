@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from asc_search._errors import UserInputError
+
+log = logging.getLogger(__name__)
 
 _WEIGHTED_OPS = {"CONV_2D": "conv", "DEPTHWISE_CONV_2D": "depthwise", "FULLY_CONNECTED": "dense"}
 
@@ -36,8 +39,29 @@ def _interpreter(path: str | Path, *, xnnpack: bool = True):
 
     resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     it = Interpreter(model_path=str(path), num_threads=1, experimental_op_resolver_type=resolver)
-    it.allocate_tensors()
+    try:
+        it.allocate_tensors()
+    except RuntimeError as exc:
+        if not xnnpack or "XNNPack" not in str(exc):
+            raise
+        # XNNPACK refuses some quantisation parameters (e.g. a requantisation scale out of its range, as a layer
+        # whose outputs collapsed after training gives); LiteRT's builtin int8 kernels run the same graph.
+        log.warning("%s: the XNNPACK delegate cannot prepare this model (%s); using LiteRT's builtin kernels",
+                    path, str(exc).strip())
+        return _interpreter(path, xnnpack=False)
     return it
+
+
+def xnnpack_prepares(path: str | Path) -> bool:
+    """Whether LiteRT's XNNPACK delegate can prepare the model (else the builtin int8 kernels run it)."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    it = Interpreter(model_path=str(path), num_threads=1, experimental_op_resolver_type=OpResolverType.AUTO)
+    try:
+        it.allocate_tensors()
+    except RuntimeError:
+        return False
+    return True
 
 
 def tflite_complexity(path: str | Path) -> TFLiteComplexity:
@@ -86,7 +110,8 @@ def run_int8(path: str | Path, x: np.ndarray, *, xnnpack: bool = True) -> np.nda
     Args:
         path: ``.tflite`` with int8 input ``[1, F, T, 1]`` and int8 output ``[1, n_classes]``.
         x: Normalised features, shape ``(n, 1, F, T)`` (NCHW, as the PyTorch model takes them).
-        xnnpack: Use the XNNPACK delegate (LiteRT's default) or the builtin reference kernels.
+        xnnpack: Use the XNNPACK delegate (LiteRT's default) or the builtin reference kernels; a model XNNPACK
+            cannot prepare runs on the builtin kernels (with a warning; ``xnnpack_prepares`` tells).
 
     Returns:
         De-quantised logits, shape ``(n, n_classes)``.
