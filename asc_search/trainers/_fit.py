@@ -124,7 +124,12 @@ def predict_clips(model: nn.Module, features: ClipFeatures, clips: np.ndarray, n
         Shape ``(len(clips), n_classes)``.
     """
     x, owner = features.patches(clips)
-    x = norm.apply(x)
+    return _predict_patches(model, norm.apply(x), owner, len(clips), batch_size=batch_size)
+
+
+def _predict_patches(model: nn.Module, x: np.ndarray, owner: np.ndarray, n_clips: int, *,
+                     batch_size: int = 256) -> np.ndarray:
+    """Clip probabilities from normalised patches ``x`` (``(n, C, F, T)``) and their clip ``owner``."""
     device = next(model.parameters()).device
     model.eval()
     outs = []
@@ -132,7 +137,7 @@ def predict_clips(model: nn.Module, features: ClipFeatures, clips: np.ndarray, n
         for s in range(0, len(x), batch_size):
             xb = torch.from_numpy(x[s:s + batch_size]).to(device)
             outs.append(torch.softmax(model(xb), dim=1).cpu().numpy())
-    return clip_probabilities(np.concatenate(outs), owner, len(clips))
+    return clip_probabilities(np.concatenate(outs), owner, n_clips)
 
 
 def fit(model: nn.Module, features: ClipFeatures, labels: np.ndarray, train_clips: np.ndarray,
@@ -174,6 +179,9 @@ def fit(model: nn.Module, features: ClipFeatures, labels: np.ndarray, train_clip
     n_crops = np.array([len(features.patch_starts(int(i))) for i in train_clips])
     sample_clips = np.repeat(train_clips, n_crops)
     y_val = labels[val_clips]
+    x_val, val_owner = features.patches(val_clips)
+    x_val = norm.apply(x_val)  # once: the validation patches do not change between epochs
+    frame_range = np.arange(t)
     best: FitResult | None = None
     history: list[dict] = []
     stale = 0
@@ -185,8 +193,9 @@ def fit(model: nn.Module, features: ClipFeatures, labels: np.ndarray, train_clip
         total, count = 0.0, 0
         for s in range(0, len(order), settings.batch_size):
             idx, st = order[s:s + settings.batch_size], starts[s:s + settings.batch_size]
-            x = np.stack([features.features[:, features.offsets[i] + a:features.offsets[i] + a + t]
-                          for i, a in zip(idx, st, strict=True)])[:, None].astype(np.float32)
+            # one gather for the whole batch: (F, B, t) -> (B, 1, F, t)
+            cols = (features.offsets[idx] + st)[:, None] + frame_range
+            x = features.features[:, cols].transpose(1, 0, 2)[:, None].astype(np.float32)
             xb = torch.from_numpy(norm.apply(x)).to(device, non_blocking=True)
             yb = torch.from_numpy(labels[idx]).to(device, non_blocking=True)
             opt.zero_grad(set_to_none=True)
@@ -198,7 +207,7 @@ def fit(model: nn.Module, features: ClipFeatures, labels: np.ndarray, train_clip
             total += loss.item() * len(idx)
             count += len(idx)
         sched.step()
-        probs = predict_clips(model, features, val_clips, norm)
+        probs = _predict_patches(model, x_val, val_owner, len(val_clips))
         m = classification_metrics(y_val, probs)
         improved = best is None or m["accuracy"] > best.val_metrics["accuracy"] or (
             m["accuracy"] == best.val_metrics["accuracy"] and m["log_loss"] < best.val_metrics["log_loss"])
