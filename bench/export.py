@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from _common import DATA, command_line, spread, write_result  # noqa: I001 - sets sys.path
 
 from asc_search.constraints import count_complexity, patch_layout
@@ -75,7 +74,7 @@ def main() -> int:
             model = build_model(genome, data.n_classes).eval()
             out = Path(tmp) / f"{name}.tflite"
             times = []
-            for i in range(exports + (1 if first_export_s is None else 0)):
+            for _ in range(exports + (1 if first_export_s is None else 0)):
                 t0 = time.perf_counter()
                 export_int8_tflite(model, calib, out)
                 dt = time.perf_counter() - t0

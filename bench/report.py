@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from pathlib import Path
 
 from _common import REPO, RESULTS, machine  # noqa: I001 - sets sys.path
 
@@ -129,9 +128,9 @@ def main() -> int:
                 f"{_s(orch['ms_per_candidate'], '{:.1f}')} ms per sampled candidate; infeasible share "
                 f"{_s(orch['infeasible_share'], '{:.2f}')}.", ""]
         if sq:
-            out += [f"Share of a real search's wall time spent outside training (the search-quality runs: 1 − Σ trial "
-                    f"run time / (2 slots × wall time); includes Ray start-up, worker start-up, sampling, "
-                    f"checkpointing and idle slots at the end):", ""]
+            out += ["Share of a real search's wall time spent outside training (the search-quality runs: 1 − Σ trial "
+                    "run time / (2 slots × wall time); includes Ray start-up, worker start-up, sampling, "
+                    "checkpointing and idle slots at the end):", ""]
             for k, t in sq["table"].items():
                 out.append(f"- {k}: {_s(t['outside_training_share'], '{:.3f}')}")
             out.append("")

@@ -38,7 +38,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-
 from _common import DATA, REPO, RESULTS, command_line, spread, write_result  # noqa: I001 - sets sys.path
 
 SEARCHERS = ("mo_tpe", "random", "so_tpe")
@@ -50,7 +49,7 @@ def _hv2d(points: list[tuple[float, float]], ref: tuple[float, float]) -> float:
     """Area dominated by minimisation points in 2-D, up to ``ref``."""
     pts = sorted(p for p in points if p[0] < ref[0] and p[1] < ref[1])
     area, best_y = 0.0, ref[1]
-    for i, (x, y) in enumerate(pts):
+    for x, y in pts:
         if y < best_y:
             nxt = ref[0]
             area += (nxt - x) * (best_y - y)

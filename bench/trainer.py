@@ -21,9 +21,8 @@ import time
 
 import numpy as np
 import torch
-from torch import nn
-
 from _common import DATA, command_line, spread, write_result  # noqa: I001 - sets sys.path
+from torch import nn
 
 from asc_search.constraints import count_complexity, patch_layout
 from asc_search.data import decode_dataset, load_manifest
