@@ -205,13 +205,13 @@ def round_channels(channels: float, divisor: int = 4) -> int:
 
 
 @dataclass(frozen=True, kw_only=True)
-class ConvSpec(BlockSpec):
-    """Standard convolution: ``Conv2d(k, stride, same padding) -> BatchNorm -> activation``.
+class StridedConvSpec(BlockSpec):
+    """Base of the conv-like blocks (``conv``, ``dc``, ``ds``, ``ir``): width, kernel, stride and activation,
+    with 'same' padding.
 
     Shapes: ``(C, H, W) -> (width, ceil(H / s_f), ceil(W / s_t))``.
     """
 
-    kind: ClassVar[str] = "conv"
     width: int
     kernel: tuple[int, int] = (3, 3)
     stride: tuple[int, int] = (1, 1)
@@ -219,6 +219,16 @@ class ConvSpec(BlockSpec):
 
     def out_shape(self, s: Shape) -> Shape:
         return (self.width, *_conv_out(s[1], s[2], self.kernel, self.stride))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConvSpec(StridedConvSpec):
+    """Standard convolution: ``Conv2d(k, stride, same padding) -> BatchNorm -> activation``.
+
+    Shapes: ``(C, H, W) -> (width, ceil(H / s_f), ceil(W / s_t))``.
+    """
+
+    kind: ClassVar[str] = "conv"
 
     def cost(self, s: Shape) -> BlockCost:
         out = self.out_shape(s)
@@ -274,23 +284,19 @@ class DecomposedConv2d(nn.Module):
 
 
 @dataclass(frozen=True, kw_only=True)
-class DecomposedConvSpec(BlockSpec):
+class DecomposedConvSpec(StridedConvSpec):
     """Decomposed convolution (``DecomposedConv2d``); input and output channels must be multiples of 4.
 
     Shapes: ``(C, H, W) -> (width, ceil(H / s_f), ceil(W / s_t))``.
     """
 
     kind: ClassVar[str] = "dc"
-    width: int
-    kernel: tuple[int, int] = (3, 3)
-    stride: tuple[int, int] = (1, 1)
-    activation: str = "relu"
 
     def out_shape(self, s: Shape) -> Shape:
         if s[0] % 4 or self.width % 4:
             raise InfeasibleBlock(f"{self.encode()} needs input and output channels divisible by 4, "
                                   f"got {s[0]} -> {self.width}")
-        return (self.width, *_conv_out(s[1], s[2], self.kernel, self.stride))
+        return super().out_shape(s)
 
     def cost(self, s: Shape) -> BlockCost:
         out = self.out_shape(s)
@@ -307,20 +313,13 @@ class DecomposedConvSpec(BlockSpec):
 
 
 @dataclass(frozen=True, kw_only=True)
-class DepthwiseSeparableSpec(BlockSpec):
+class DepthwiseSeparableSpec(StridedConvSpec):
     """Depthwise-separable convolution (MobileNet): depthwise k×k + BN + act, pointwise 1×1 + BN + act.
 
     Shapes: ``(C, H, W) -> (width, ceil(H / s_f), ceil(W / s_t))``.
     """
 
     kind: ClassVar[str] = "ds"
-    width: int
-    kernel: tuple[int, int] = (3, 3)
-    stride: tuple[int, int] = (1, 1)
-    activation: str = "relu"
-
-    def out_shape(self, s: Shape) -> Shape:
-        return (self.width, *_conv_out(s[1], s[2], self.kernel, self.stride))
 
     def cost(self, s: Shape) -> BlockCost:
         out = self.out_shape(s)
@@ -373,26 +372,19 @@ class InvertedResidual(nn.Module):
 
 
 @dataclass(frozen=True, kw_only=True)
-class InvertedResidualSpec(BlockSpec):
+class InvertedResidualSpec(StridedConvSpec):
     """Inverted residual (``InvertedResidual``) with expansion ratio ``e``.
 
     Shapes: ``(C, H, W) -> (width, ceil(H / s_f), ceil(W / s_t))``.
     """
 
     kind: ClassVar[str] = "ir"
-    width: int
-    kernel: tuple[int, int] = (3, 3)
-    stride: tuple[int, int] = (1, 1)
     expansion: int = 4
-    activation: str = "relu"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.expansion < 1:
             raise UserInputError(f"ir: expansion must be >= 1, got {self.expansion}")
-
-    def out_shape(self, s: Shape) -> Shape:
-        return (self.width, *_conv_out(s[1], s[2], self.kernel, self.stride))
 
     def cost(self, s: Shape) -> BlockCost:
         out = self.out_shape(s)

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 
 from asc_search._errors import UserInputError
 from asc_search.search_spaces._arch import ArchSpec
-from asc_search.search_spaces._blocks import ACTIVATIONS
+from asc_search.search_spaces._blocks import ACTIVATIONS, FreqSpec, StridedConvSpec, block_class
 from asc_search.search_spaces._genome import FrontendGenes, Genome
 
 SAMPLE_RATES_HZ = (1000, 2000, 4000, 8000, 16000, 22050, 32000, 44100)
@@ -21,7 +21,9 @@ CQT_F_MIN_HZ = 50.0
 FULL_CLIP = 0.0
 BLOCK_TYPES = ("conv", "dc", "ds", "ir", "freq", "freqatt")
 POOLS = ("none", "max2", "avg2")
-_STRIDED = ("conv", "dc", "ds", "ir")
+# which genes a block type has follows from its spec class in the block registry
+_STRIDED = tuple(b for b in BLOCK_TYPES if issubclass(block_class(b), StridedConvSpec))  # conv, dc, ds, ir
+_SUBBANDED = tuple(b for b in BLOCK_TYPES if issubclass(block_class(b), FreqSpec))  # freq, freqatt
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -153,7 +155,7 @@ def sample_genome(trial, options: SpaceOptions) -> Genome:
             params[f"{p}stride"] = trial.suggest_categorical(f"{p}stride", list(options.strides))
         if block == "ir":
             params[f"{p}expansion"] = trial.suggest_categorical(f"{p}expansion", list(options.expansions))
-        if block in ("freq", "freqatt"):
+        if block in _SUBBANDED:
             params[f"{p}subbands"] = trial.suggest_categorical(f"{p}subbands", list(options.n_subbands))
         params[f"{p}act"] = trial.suggest_categorical(f"{p}act", list(options.activations))
         params[f"{p}repeats"] = trial.suggest_categorical(f"{p}repeats", list(options.repeats))
@@ -173,7 +175,7 @@ def _block_string(params: dict, i: int) -> str:
         tokens.append(f"s{params.get(f'{p}stride', '1x1')}")
     if kind == "ir":
         tokens.append(f"e{int(params[f'{p}expansion'])}")
-    if kind in ("freq", "freqatt"):
+    if kind in _SUBBANDED:
         tokens.append(f"n{int(params[f'{p}subbands'])}")
     tokens += [f"r{int(params.get(f'{p}repeats', 1))}", params[f"{p}act"]]
     return "_".join(tokens)
