@@ -17,7 +17,6 @@ Run: ``.venv/bin/python bench/scaling.py [--trials 16] [--epochs 3]`` (prints a 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import re
@@ -32,26 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 DATA = Path(os.environ.get("ASC_SHARED_DATA", REPO.parent / "shared" / "data")) / "esc10-dev"
 
-from tests.search._cluster_util import LocalRayNodes, cli  # noqa: E402 - the test suite's local cluster
-
-
-def small_manifest(dest: Path, per_class_per_fold: int = 2) -> Path:
-    """A manifest (absolute paths) of ``per_class_per_fold`` ESC-10 clips per class and fold."""
-    with open(DATA / "metadata.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    seen: dict[tuple[str, str], int] = {}
-    out = []
-    for r in rows:
-        key = (r["label"], r["fold"])
-        if seen.get(key, 0) < per_class_per_fold:
-            seen[key] = seen.get(key, 0) + 1
-            out.append({"filename": str(DATA / r["filename"]), "label": r["label"], "fold": r["fold"]})
-    dest.mkdir(parents=True, exist_ok=True)
-    with open(dest / "metadata.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["filename", "label", "fold"])
-        w.writeheader()
-        w.writerows(out)
-    return dest
+from tests.search._cluster_util import LocalRayNodes, cli, small_esc10  # noqa: E402 - the test suite's local cluster
 
 
 def run_on(nodes: int, data: Path, work: Path, trials: int, epochs: int) -> dict:
@@ -99,7 +79,7 @@ def main() -> int:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="asc-scaling-") as tmp:
         work = Path(tmp)
-        data = small_manifest(work / "data")
+        data = small_esc10(DATA, work / "data")
         rows = [run_on(n, data, work, args.trials, args.epochs) for n in (1, 2)]
     ratio = rows[1]["trials_per_hour"] / rows[0]["trials_per_hour"]
     print(f"{'nodes':>5} {'trials':>6} {'search s':>9} {'trials/h':>9} {'mean trial s':>12} {'overhead/trial s':>16}"

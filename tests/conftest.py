@@ -36,9 +36,10 @@ def fsdd() -> Path:
 
 
 def write_subset_manifest(src: Path, dest_csv: Path, *, per_class_per_group: int, columns: tuple[str, ...],
-                          group_column: str | None) -> Path:
-    """Write a CSV manifest (absolute paths) with the first ``per_class_per_group`` rows of each
-    (label, group) of ``src/metadata.csv``; the audio stays in ../shared/data."""
+                          group_column: str | None, copy_audio: bool = False) -> Path:
+    """Write a CSV manifest with the first ``per_class_per_group`` rows of each (label, group) of
+    ``src/metadata.csv``: absolute paths to the audio in ../shared/data, or, with ``copy_audio``, a
+    self-contained folder (the clips copied beside ``dest_csv``, relative paths)."""
     with open(src / "metadata.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     seen: dict[tuple[str, str], int] = {}
@@ -47,7 +48,13 @@ def write_subset_manifest(src: Path, dest_csv: Path, *, per_class_per_group: int
         key = (r["label"], r[group_column] if group_column else "")
         if seen.get(key, 0) < per_class_per_group:
             seen[key] = seen.get(key, 0) + 1
-            out.append({c: (str((src / r[c]).resolve()) if c == "filename" else r[c]) for c in columns})
+            if copy_audio:
+                (dest_csv.parent / r["filename"]).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src / r["filename"], dest_csv.parent / r["filename"])
+                path = r["filename"]
+            else:
+                path = str((src / r["filename"]).resolve())
+            out.append({c: (path if c == "filename" else r[c]) for c in columns})
     dest_csv.parent.mkdir(parents=True, exist_ok=True)
     with open(dest_csv, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(columns))

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.conftest import REPO, write_subset_manifest
 from tests.search._cluster_util import (
     SMALL_SEARCH,
     VENV_BIN,
@@ -36,24 +36,8 @@ RAY_PORTS = {6379, 8265, 8076, 10001}
 
 def _copy_subset(esc10: Path, dest: Path, per_class_per_fold: int = 2) -> Path:
     """A self-contained dataset folder (audio copied, relative paths) of real ESC-10 clips."""
-    import csv
-
-    with open(esc10 / "metadata.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    seen: dict[tuple[str, str], int] = {}
-    out = []
-    for r in rows:
-        key = (r["label"], r["fold"])
-        if seen.get(key, 0) < per_class_per_fold:
-            seen[key] = seen.get(key, 0) + 1
-            (dest / r["filename"]).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(esc10 / r["filename"], dest / r["filename"])
-            out.append({"filename": r["filename"], "label": r["label"], "fold": r["fold"]})
-    with open(dest / "metadata.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["filename", "label", "fold"])
-        w.writeheader()
-        w.writerows(out)
-    return dest
+    return write_subset_manifest(esc10, dest / "metadata.csv", per_class_per_group=per_class_per_fold,
+                                 columns=("filename", "label", "fold"), group_column="fold", copy_audio=True).parent
 
 
 # ---------------------------------------------------------------------------------------------------------------
