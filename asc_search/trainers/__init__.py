@@ -1,9 +1,27 @@
 """Trainers: the training loop and clip-level metrics."""
 
+from asc_search.trainers._augment import (
+    Augmentation,
+    SapAugment,
+    get_augmentation,
+    list_augmentations,
+    register_augmentation,
+    soft_target_loss,
+)
+from asc_search.trainers._distill import TeacherLogits, compute_teacher_logits, kd_loss
 from asc_search.trainers._fit import FitResult, Normalisation, TrainSettings, fit, predict_clips
 from asc_search.trainers._metrics import classification_metrics, clip_probabilities, grouped_accuracy
 
 __all__ = [
+    "Augmentation",
+    "SapAugment",
+    "TeacherLogits",
+    "compute_teacher_logits",
+    "get_augmentation",
+    "kd_loss",
+    "list_augmentations",
+    "register_augmentation",
+    "soft_target_loss",
     "FitResult",
     "Normalisation",
     "TrainSettings",

@@ -1,9 +1,11 @@
-"""The training loop: Adam, cross-entropy, random patch crops, early stopping on validation accuracy."""
+"""The training loop: Adam, random patch crops, batch augmentation, knowledge distillation, a warm-up/cosine
+schedule, early stopping on validation accuracy."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -12,6 +14,7 @@ from torch import nn
 
 from asc_search._errors import UserInputError
 from asc_search.frontends import ClipFeatures, add_deltas
+from asc_search.trainers._distill import TeacherLogits, kd_loss
 from asc_search.trainers._metrics import classification_metrics, clip_probabilities
 
 log = logging.getLogger(__name__)
@@ -74,7 +77,11 @@ class TrainSettings:
         batch_size: Patches per step.
         patience: Epochs without a better validation accuracy before stopping.
         weight_decay: Adam weight decay.
-        seed: Seed of initialisation and crop sampling.
+        seed: Seed of initialisation, crop sampling and augmentation.
+        warmup_epochs: Linear learning-rate warm-up from lr/10 (epochs), then the schedule.
+        schedule: ``cosine`` (annealed to 0 over the remaining epochs) or ``constant``.
+        kd_alpha: Weight of the hard-label term of the distillation loss (used with a teacher).
+        kd_temperature: Distillation temperature T (used with a teacher).
     """
 
     epochs: int = 30
@@ -83,10 +90,22 @@ class TrainSettings:
     patience: int = 8
     weight_decay: float = 1e-4
     seed: int = 0
+    warmup_epochs: int = 0
+    schedule: str = "cosine"
+    kd_alpha: float = 0.5
+    kd_temperature: float = 2.0
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
             raise UserInputError(f"epochs must be >= 1, got {self.epochs}")
+        if self.warmup_epochs < 0:
+            raise UserInputError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        if self.schedule not in ("cosine", "constant"):
+            raise UserInputError(f"schedule must be cosine or constant, got {self.schedule!r}")
+        if not 0.0 <= self.kd_alpha <= 1.0:
+            raise UserInputError(f"kd_alpha must be in [0, 1], got {self.kd_alpha}")
+        if not self.kd_temperature > 0:
+            raise UserInputError(f"kd_temperature must be > 0, got {self.kd_temperature}")
         if self.batch_size < 1:
             raise UserInputError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.patience < 1:
@@ -104,6 +123,7 @@ class FitResult:
         val_probs: Clip probabilities of the best epoch, shape ``(n_val, n_classes)``.
         history: One dict a completed epoch.
         stop_reason: ``"epochs"`` or ``"early_stopping"``.
+        augmentation_log: What each augmentation did (``Augmentation.summary()``, and SapAugment's), by name.
     """
 
     state_dict: dict
@@ -112,6 +132,19 @@ class FitResult:
     val_probs: np.ndarray
     history: list[dict] = field(default_factory=list)
     stop_reason: str = "epochs"
+    augmentation_log: dict = field(default_factory=dict)
+
+
+def lr_factor(epoch: int, settings: TrainSettings) -> float:
+    """Learning-rate multiplier of 0-based ``epoch``: linear warm-up from 0.1 over ``warmup_epochs``, then cosine
+    annealing over the remaining epochs (or constant)."""
+    w = settings.warmup_epochs
+    if epoch < w:
+        return 0.1 + 0.9 * epoch / w
+    if settings.schedule == "constant":
+        return 1.0
+    rest = max(1, settings.epochs - w)
+    return 0.5 * (1.0 + math.cos(math.pi * (epoch - w) / rest))
 
 
 def predict_clips(model: nn.Module, features: ClipFeatures, clips: np.ndarray, norm: Normalisation,
@@ -142,11 +175,14 @@ def _predict_patches(model: nn.Module, x: np.ndarray, owner: np.ndarray, n_clips
 
 def fit(model: nn.Module, features: ClipFeatures, labels: np.ndarray, train_clips: np.ndarray,
         val_clips: np.ndarray, norm: Normalisation, settings: TrainSettings,
-        on_epoch: Callable[[dict], None] | None = None, device: str | torch.device = "cpu") -> FitResult:
+        on_epoch: Callable[[dict], None] | None = None, device: str | torch.device = "cpu", *,
+        augmentations: Sequence | None = None, sapaugment=None, teacher: TeacherLogits | None = None) -> FitResult:
     """Train ``model`` on random patch crops of the training clips; keep the best validation epoch.
 
     Each epoch draws, for every training clip, as many crops as it has evaluation patches, at random
-    frame offsets; validation is clip-level (mean of patch probabilities).
+    frame offsets; validation is clip-level (mean of patch probabilities). The loss is the cross-entropy on
+    (soft) labels; with a mixing augmentation (mixup, CutMix) the KL divergence to the mixed labels, as the
+    Mel/Gammatone/CQT-ensemble seed trains mixup; with a ``teacher`` the distillation loss ``kd_loss``.
 
     Args:
         model: ``(batch, channels, n_bins, frames) -> (batch, n_classes)``.
@@ -160,6 +196,12 @@ def fit(model: nn.Module, features: ClipFeatures, labels: np.ndarray, train_clip
             "val_uar", "best_val_accuracy", "best_epoch"}``.
         device: Where the model trains (``"cpu"`` or ``"cuda"``, see ``training_device``); the returned
             weights are on the CPU either way.
+        augmentations: Batch augmentations (``asc_search.trainers.get_augmentation``), applied in order to the
+            normalised batch; mixing ones mix the labels and the teacher's probabilities alike.
+        sapaugment: A SapAugment policy: each batch's per-sample losses (one extra forward pass without
+            gradients) decide which samples are augmented and how strongly (low loss: more).
+        teacher: Cached teacher logits for knowledge distillation (``compute_teacher_logits``); each crop gets
+            the teacher patch nearest in time.
 
     Returns:
         The best epoch's weights (CPU tensors) and metrics.
@@ -172,8 +214,12 @@ def fit(model: nn.Module, features: ClipFeatures, labels: np.ndarray, train_clip
     device = torch.device(device)
     model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=settings.epochs)
-    loss_fn = nn.CrossEntropyLoss()
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: lr_factor(e, settings))
+    augmentations = list(augmentations or [])
+    mixing = any(getattr(a, "name", "") in ("mixup", "cutmix") for a in augmentations)
+    generator = torch.Generator(device=device).manual_seed(settings.seed)
+    n_classes = None
+    frame_s = features.layout.frontend.hop_samples / features.layout.frontend.sample_rate_hz
     t = features.layout.patch_frames
     frames = np.diff(features.offsets)
     n_crops = np.array([len(features.patch_starts(int(i))) for i in train_clips])
@@ -198,8 +244,34 @@ def fit(model: nn.Module, features: ClipFeatures, labels: np.ndarray, train_clip
             x = features.features[:, cols].transpose(1, 0, 2)[:, None].astype(np.float32)
             xb = torch.from_numpy(norm.apply(x)).to(device, non_blocking=True)
             yb = torch.from_numpy(labels[idx]).to(device, non_blocking=True)
+            if augmentations or teacher is not None:
+                if n_classes is None:
+                    with torch.no_grad():
+                        n_classes = int(model(xb[:1]).shape[1])
+                targets = [torch.nn.functional.one_hot(yb, n_classes).float()]
+                if teacher is not None:
+                    targets.append(teacher.probs(idx, st * frame_s, settings.kd_temperature, device=device))
+                active = strength = clean = None
+                if sapaugment is not None:
+                    with torch.no_grad():
+                        model.eval()
+                        clean = torch.nn.functional.cross_entropy(model(xb), yb, reduction="none")
+                        model.train()
+                for aug in augmentations:
+                    if clean is not None:  # independent draws per augmentation, as DeepSpectrumLite does
+                        active, strength = sapaugment.plan(clean, generator=generator)
+                    xb, targets = aug(xb, targets, generator=generator, active=active, strength=strength)
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(xb), yb)
+            logits = model(xb)
+            if teacher is not None:
+                loss = kd_loss(logits, targets[0], targets[1], alpha=settings.kd_alpha,
+                               temperature=settings.kd_temperature)
+            elif mixing:
+                from asc_search.trainers._augment import soft_target_loss
+
+                loss = soft_target_loss(logits, targets[0])
+            else:
+                loss = torch.nn.functional.cross_entropy(logits, yb)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"training loss is {loss.item()} at epoch {epoch}")
             loss.backward()
@@ -229,6 +301,9 @@ def fit(model: nn.Module, features: ClipFeatures, labels: np.ndarray, train_clip
             break
     best.history = history
     best.stop_reason = stop_reason
+    best.augmentation_log = {a.name: a.summary() for a in augmentations}
+    if sapaugment is not None:
+        best.augmentation_log["sapaugment"] = sapaugment.summary()
     model.load_state_dict(best.state_dict)
     return best
 
