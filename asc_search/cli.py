@@ -67,6 +67,23 @@ def _search_parser() -> argparse.ArgumentParser:
                    "(0.25: four trials a GPU); a trial with a GPU trains on CUDA (default 0: CPU)")
     p.add_argument("--max-concurrent", type=int, default=None)
     p.add_argument("--max-export", type=int, default=8, help="most Pareto members exported to INT8 TFLite")
+    g = p.add_argument_group("training genes (each list is the choices the search picks from)")
+    g.add_argument("--augment", default="", help="augmentations the search may switch on, comma-separated: "
+                   "mixup,specaugment,cutmix,freq_mixstyle (default: none)")
+    g.add_argument("--sapaugment", action="store_true", help="also search SapAugment's per-sample augmentation "
+                   "policy (low-loss samples augmented more)")
+    g.add_argument("--weight-decay", default="1e-4", help="Adam weight-decay choices (default 1e-4)")
+    g.add_argument("--warmup-epochs", default="0", help="learning-rate warm-up choices in epochs (default 0)")
+    g.add_argument("--kd", default="none", help="distillation teachers: none,basd,cssd,ensemble (default none)")
+    g.add_argument("--kd-alpha", default="0.5", help="choices of the hard-label weight alpha, each in [0, 1]")
+    g.add_argument("--kd-temperature", default="2", help="choices of the distillation temperature T, each > 0")
+    g.add_argument("--kd-teacher-rate-hz", type=int, default=0, help="CSSD teacher sample rate (Hz, >= the "
+                   "student rates; default: the data's native rate)")
+    g.add_argument("--prune", default="0", help="pruning-ratio choices per prunable stage, each in [0, 1) "
+                   "(e.g. 0,0.25,0.5; default 0: no pruning)")
+    g.add_argument("--prune-criterion", default="cosine", help="pruning criteria: cosine,l1 (default cosine)")
+    g.add_argument("--qat", default="off", help="quantisation-aware fine-tuning: off, on or search (default off)")
+    g.add_argument("--no-ensemble", action="store_true", help="skip the post-search ensemble selection")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
 
@@ -281,6 +298,14 @@ def _cmd_search(argv: list[str]) -> int:
         chunks_s=_csv(args.chunks_s.replace("full", "0"), float, "--chunks-s"), deltas=_csv(args.deltas, int, "--deltas"),
         address=args.address, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
         max_concurrent=args.max_concurrent, max_export=args.max_export,
+        augment=_csv(args.augment, str, "--augment") if args.augment else (), sapaugment=args.sapaugment,
+        weight_decays=_csv(args.weight_decay, float, "--weight-decay"),
+        warmup_epochs=_csv(args.warmup_epochs, int, "--warmup-epochs"), kd=_csv(args.kd, str, "--kd"),
+        kd_alphas=_csv(args.kd_alpha, float, "--kd-alpha"), kd_temperatures=_csv(args.kd_temperature, float,
+                                                                                  "--kd-temperature"),
+        kd_teacher_rate_hz=args.kd_teacher_rate_hz, prune_ratios=_csv(args.prune, float, "--prune"),
+        prune_criteria=_csv(args.prune_criterion, str, "--prune-criterion"), qat=args.qat,
+        ensemble=not args.no_ensemble,
     )
     resolve_budget(config)  # unknown budget: usage error before anything starts
     space_options(config)  # bad space choices: usage error before anything starts

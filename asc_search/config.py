@@ -8,6 +8,19 @@ from pathlib import Path
 from asc_search._errors import UserInputError
 
 SAMPLERS = ("tpe", "nsga2", "random")
+QAT_MODES = ("off", "on", "search")
+
+
+class _TrainingChoices:
+    """The training-gene choices of a ``RunConfig`` under ``SpaceOptions``' names (for one shared check)."""
+
+    def __init__(self, c: RunConfig) -> None:
+        self.augmentations, self.kd_teachers = c.augment, c.kd
+        self.kd_alphas, self.kd_temperatures, self.weight_decays = c.kd_alphas, c.kd_temperatures, c.weight_decays
+        self.prune_ratios, self.prune_criteria = c.prune_ratios, c.prune_criteria
+        # a teacher rate of 0 means the native rate, which no student exceeds: checked once the data is read
+        self.kd_teacher_rate_hz = c.kd_teacher_rate_hz or 10 ** 9
+        self.sample_rates_hz = c.sample_rates_hz
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -39,6 +52,21 @@ class RunConfig:
             a trial given a GPU trains on CUDA. 0: CPU only.
         max_concurrent: Trials running at once; None: as many as the CPUs allow.
         max_export: Most Pareto-front members exported to INT8 TFLite.
+        augment: Augmentations the search may switch on (each an on/off gene): ``mixup``, ``specaugment``,
+            ``cutmix``, ``freq_mixstyle``.
+        sapaugment: Let the search also scale augmentation by SapAugment's per-sample policy (a gene).
+        weight_decays: Adam weight-decay choices.
+        warmup_epochs: Learning-rate warm-up choices (epochs).
+        kd: Distillation teachers the search may pick: ``none``, ``basd``, ``cssd``, ``ensemble``.
+        kd_alphas: Choices of the hard-label weight α of the distillation loss (each in [0, 1]).
+        kd_temperatures: Choices of the distillation temperature T (each > 0).
+        kd_teacher_rate_hz: Sample rate of the CSSD teacher (Hz, at least every student rate, at most the data's
+            native rate); 0: the data's native rate.
+        prune_ratios: Pruning-ratio choices per prunable stage (each in [0, 1)); ``(0,)``: no pruning.
+        prune_criteria: Pruning criteria the search may pick: ``cosine``, ``l1``.
+        qat: Quantisation-aware fine-tuning: ``off``, ``on`` (every trial) or ``search`` (a gene).
+        ensemble: After the search, select an ensemble of trained candidates under the budget (a Pareto candidate
+            exported member by member).
     """
 
     data: Path
@@ -63,6 +91,18 @@ class RunConfig:
     gpus_per_trial: float = 0.0
     max_concurrent: int | None = None
     max_export: int = 8
+    augment: tuple[str, ...] = ()
+    sapaugment: bool = False
+    weight_decays: tuple[float, ...] = (1e-4,)
+    warmup_epochs: tuple[int, ...] = (0,)
+    kd: tuple[str, ...] = ("none",)
+    kd_alphas: tuple[float, ...] = (0.5,)
+    kd_temperatures: tuple[float, ...] = (2.0,)
+    kd_teacher_rate_hz: int = 0
+    prune_ratios: tuple[float, ...] = (0.0,)
+    prune_criteria: tuple[str, ...] = ("cosine",)
+    qat: str = "off"
+    ensemble: bool = True
 
     def __post_init__(self) -> None:
         if self.trials < 1:
@@ -87,6 +127,23 @@ class RunConfig:
             raise UserInputError(f"--gpus-per-trial above 1 must be a whole number of GPUs, got {self.gpus_per_trial}")
         if self.max_export < 0:
             raise UserInputError(f"--max-export must be >= 0, got {self.max_export}")
+        if self.qat not in QAT_MODES:
+            raise UserInputError(f"--qat must be one of {', '.join(QAT_MODES)}, got {self.qat!r}")
+        if self.sapaugment and not self.augment:
+            raise UserInputError("--sapaugment scales augmentations; name some with --augment (e.g. mixup,specaugment)")
+        if any(w < 0 for w in self.warmup_epochs):
+            raise UserInputError(f"--warmup-epochs must be >= 0, got {list(self.warmup_epochs)}")
+        if self.kd_teacher_rate_hz < 0:
+            raise UserInputError(f"--kd-teacher-rate-hz must be > 0 Hz (or 0: the native rate), got "
+                                 f"{self.kd_teacher_rate_hz}")
+        from asc_search.search_spaces._space import check_training_options
+
+        check_training_options(_TrainingChoices(self))
+
+    @property
+    def qat_choices(self) -> tuple[bool, ...]:
+        """The QAT gene's choices."""
+        return {"off": (False,), "on": (True,), "search": (False, True)}[self.qat]
 
     def to_dict(self) -> dict:
         """YAML-ready dict (paths as strings)."""

@@ -58,6 +58,29 @@ def test_bad_settings_fail_before_anything_starts(capsys, esc10, tmp_path, flag,
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("args,expected", [
+    (["--kd", "basd", "--kd-alpha", "0.5,1.5"], r"alpha 1.5 is outside [0, 1]"),
+    (["--kd", "basd", "--kd-temperature", "0"], "temperature 0.0 must be > 0"),
+    (["--prune", "0.5,1"], "pruning ratio 1.0 is outside [0, 1)"),
+    (["--kd", "cssd", "--sample-rates-hz", "16000", "--kd-teacher-rate-hz", "8000"],
+     "teacher's sample rate 8000 Hz is below the student rate(s) [16000] Hz"),
+    (["--augment", "mixup,rotate"], "unknown augmentation(s) ['rotate']"),
+    (["--sapaugment"], "--sapaugment scales augmentations"),
+    (["--qat", "maybe"], "--qat must be one of off, on, search, got 'maybe'"),
+])
+def test_bad_training_settings_are_rejected_at_configuration_time(capsys, esc10, tmp_path, args, expected):
+    assert main(["--data", str(esc10), *args, "--out", str(tmp_path / "run")]) == 2
+    assert expected in _one_line_error(capsys)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_cssd_teacher_above_the_native_rate_is_rejected_before_the_search(capsys, esc10, tmp_path):
+    # ESC-10 here is 16 kHz: a 44.1 kHz teacher would be upsampled audio
+    assert main(["--data", str(esc10), "--kd", "cssd", "--kd-teacher-rate-hz", "44100", "--out",
+                 str(tmp_path / "run")]) == 2
+    assert "--kd-teacher-rate-hz 44100 is above the data's native rate (16000 Hz)" in _one_line_error(capsys)
+
+
 def test_short_chunks_are_not_mistaken_for_an_infeasible_space():
     from asc_search.constraints import get_budget
     from asc_search.search import DefineByRunSpace

@@ -132,7 +132,7 @@ def count_complexity(genome: Genome, *, n_classes: int) -> Complexity:
         n_classes: Output classes.
 
     Returns:
-        The complexity of ``genome.arch`` on the patches of ``genome.frontend``; ``buildable`` is False (with
+        The complexity of ``genome.deployed_arch`` (the pruned network when the genome prunes) on the patches of ``genome.frontend``; ``buildable`` is False (with
         the reason) when the front-end genes are invalid (e.g. CQT bins above Nyquist, a CQT kernel longer
         than the patch) or a block cannot be applied.
     """
@@ -142,5 +142,5 @@ def count_complexity(genome: Genome, *, n_classes: int) -> Complexity:
         return Complexity(params=0, weight_params=0, bias_params=0, int8_bytes=0, macs_per_patch=0,
                           patches_per_second=0, macs=0, input_shape=(0, 0, 0), buildable=False,
                           reason=f"front-end: {exc}")
-    return count_arch(genome.arch, layout.input_shape, n_classes=n_classes,
+    return count_arch(genome.deployed_arch, layout.input_shape, n_classes=n_classes,
                       patches_per_second=layout.patches_per_second())

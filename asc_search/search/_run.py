@@ -63,19 +63,30 @@ def prepare_data(config: RunConfig) -> tuple[dict[int, DecodedDataset], dict]:
     """
     manifest = load_manifest(config.data, val_fold=config.val_fold, seed=config.seed)
     native = native_sample_rate_hz(manifest)
-    rates = tuple(sorted(set(config.sample_rates_hz))) or (native,)
-    too_high = [r for r in rates if r > native]
+    students = tuple(sorted(set(config.sample_rates_hz))) or (native,)
+    too_high = [r for r in students if r > native]
     if too_high:
         raise UserInputError(
             f"--sample-rates-hz {too_high} is above the data's native rate ({native} Hz); upsampling adds no "
             f"information: use rates <= {native}"
         )
+    rates = students
+    if "cssd" in config.kd:
+        teacher = config.kd_teacher_rate_hz or native
+        if teacher > native:
+            raise UserInputError(f"--kd-teacher-rate-hz {teacher} is above the data's native rate ({native} Hz); "
+                                 f"use a rate <= {native}")
+        if teacher < max(students):
+            raise UserInputError(f"--kd-teacher-rate-hz {teacher} is below the student rate {max(students)} Hz; the "
+                                 "CSSD teacher must run at the student's rate or higher")
+        rates = tuple(sorted({*students, teacher}))
     data_by_rate = {r: decode_dataset(manifest, sample_rate_hz=r) for r in rates}
     data = data_by_rate[rates[-1]]
     log.info("data: %d clips (%d skipped), %d classes, rates %s Hz, split: %s", len(data.waveforms),
              len(data.skipped), data.n_classes, list(rates), manifest.split_rule)
     ms = manifest.summary()
-    report = {**data.summary(), "sample_rates_hz": list(rates), "source": ms["source"],
+    report = {**data.summary(), "sample_rates_hz": list(students), "decoded_rates_hz": list(rates),
+              "source": ms["source"],
               "layout": ms.get("layout", ""), "split_rule": manifest.split_rule,
               "left_out_clips": ms.get("left_out_clips", 0)}
     return data_by_rate, report
@@ -243,11 +254,13 @@ def run_search(config: RunConfig, *, on_progress: Callable[[str], None] | None =
     data_by_rate, data_report = prepare_data(config)
     data = next(iter(data_by_rate.values()))
     full_s = math.ceil(max(len(w) for w in data.waveforms) / data.sample_rate_hz * 10) / 10
-    options = replace(options, sample_rates_hz=tuple(sorted(data_by_rate)),
-                      chunk_s=tuple(sorted({full_s if c == FULL_CLIP else c for c in options.chunk_s})))
+    students = tuple(data_report["sample_rates_hz"])
+    options = replace(options, sample_rates_hz=students,
+                      chunk_s=tuple(sorted({full_s if c == FULL_CLIP else c for c in options.chunk_s})),
+                      kd_teacher_rate_hz=(config.kd_teacher_rate_hz or max(data_by_rate)) if "cssd" in config.kd else 0)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text(run_dir / "config.yaml", yaml.safe_dump({
-        "run": config.to_dict(), "budget": budget.__dict__, "sample_rates_hz": sorted(data_by_rate),
+        "run": config.to_dict(), "budget": budget.__dict__, "sample_rates_hz": list(students),
         "classes": list(data.class_names), "search_space": options.to_dict(),
         "objectives": dict(zip(OBJECTIVES, MODES, strict=True)),
     }, sort_keys=False))
@@ -332,10 +345,24 @@ def resume_search(run_dir: str | Path, *, address: str | None = None, cpus_per_t
     return _finish(config, run_dir, rows, data_by_rate, budget, say)
 
 
-def space_options(config: RunConfig) -> SpaceOptions:
-    """The search space of a run: the defaults with the run's front-end, rate, chunk and delta choices."""
+def space_options(config: RunConfig, *, teacher_rate_hz: int = 0) -> SpaceOptions:
+    """The search space of a run: the defaults with the run's front-end, rate, chunk and delta choices and its
+    training-gene choices (augmentation, schedule, distillation, pruning, QAT).
+
+    Args:
+        config: The run.
+        teacher_rate_hz: The CSSD teacher's rate once the data is known (0: ``config.kd_teacher_rate_hz``).
+    """
     return SpaceOptions(frontends=tuple(config.frontends), sample_rates_hz=tuple(config.sample_rates_hz) or (1,),
-                        chunk_s=tuple(config.chunks_s), deltas=tuple(config.deltas))
+                        chunk_s=tuple(config.chunks_s), deltas=tuple(config.deltas),
+                        augmentations=tuple(config.augment), sapaugment=(False, True) if config.sapaugment else (False,),
+                        weight_decays=tuple(config.weight_decays), warmup_epochs=tuple(config.warmup_epochs),
+                        kd_teachers=tuple(config.kd), kd_alphas=tuple(config.kd_alphas),
+                        kd_temperatures=tuple(config.kd_temperatures),
+                        kd_teacher_rate_hz=teacher_rate_hz or config.kd_teacher_rate_hz or 10 ** 9
+                        if "cssd" in config.kd else 0,
+                        prune_ratios=tuple(config.prune_ratios), prune_criteria=tuple(config.prune_criteria),
+                        qat=config.qat_choices)
 
 
 def _search(config: RunConfig, options: SpaceOptions | None, budget: Budget,

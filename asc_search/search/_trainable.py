@@ -10,6 +10,7 @@ it again instead of training twice.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -188,33 +189,172 @@ def _train(genome: Genome, data_by_rate: dict[int, DecodedDataset], settings: Tr
     static = {**static, "macs": c.macs, "int8_bytes": c.int8_bytes, "params": c.params, "device": device}
     cache = FeatureCache(settings.cache_dir)
     features, hit = cache.get(data, patch_layout(genome))
-    train = np.flatnonzero(~data.is_validation)
-    val = np.flatnonzero(data.is_validation)
-    norm = Normalisation.fit(features, train, deltas=genome.frontend.deltas, seed=settings.seed)
-    torch.manual_seed(settings.seed)  # initialisation independent of what a reused actor ran before
-    model = build_model(genome, data.n_classes)
-    if fault == "nan":  # poison the weights: the loss really becomes NaN and fit's check catches it
-        with torch.no_grad():
-            for p in model.parameters():
-                p.fill_(float("nan"))
-    train_settings = TrainSettings(epochs=settings.epochs, learning_rate=genome.learning_rate,
-                                   batch_size=settings.batch_size, patience=settings.patience, seed=settings.seed)
     reports: list[dict] = []
+    epochs_done = [0]
 
-    def on_epoch(row: dict) -> None:
+    def on_epoch(row: dict, stage: str) -> None:
         if reports:  # report the previous epoch now, so the last report can carry the checkpoint
             tune.report(reports[-1])
-        reports.append({**row, **static, "feature_cache_hit": hit, "final": False})
+        epochs_done[0] += 1
+        reports.append({**row, "epoch": epochs_done[0], "stage": stage, **static, "feature_cache_hit": hit,
+                        "final": False})
 
-    result = fit(model, features, data.labels, train, val, norm, train_settings, on_epoch=on_epoch, device=device)
+    result, stages = train_genome(genome, data_by_rate, features, cache=cache, settings=settings, device=device,
+                                  on_epoch=on_epoch, poison=fault == "nan", tune_dir=settings.tune_dir)
+    val = np.flatnonzero(data.is_validation)
     y_val, pred = data.labels[val], result.val_probs.argmax(1)
     final = {**reports[-1], "final": True, "best_val_accuracy": result.val_metrics["accuracy"],
              "val_per_device_accuracy": grouped_accuracy(y_val, pred, [data.devices[i] for i in val]),
              "val_per_class_accuracy": grouped_accuracy(y_val, pred, [data.class_names[i] for i in y_val]),
              "best_val_log_loss": result.val_metrics["log_loss"], "best_val_uar": result.val_metrics["uar"],
-             "best_epoch": result.best_epoch, "stop_reason": result.stop_reason, "finished_at": time.time()}
+             "best_epoch": result.best_epoch, "stop_reason": result.stop_reason, "stages": stages,
+             "finished_at": time.time()}
     with tempfile.TemporaryDirectory() as tmp:
         save_candidate(Path(tmp) / "model.pt", genome=genome, state_dict=result.state_dict,
-                       n_classes=data.n_classes, class_names=list(data.class_names), norm=norm, metrics=final)
+                       n_classes=data.n_classes, class_names=list(data.class_names), norm=result.norm, metrics=final)
         (Path(tmp) / "history.json").write_text(json.dumps(result.history))
+        np.save(Path(tmp) / "val_probs.npy", result.val_probs.astype(np.float32))
         tune.report(final, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+
+def train_genome(genome: Genome, data_by_rate: dict[int, DecodedDataset], features, *, cache: FeatureCache,
+                 settings: TrialSettings, device: str = "cpu", on_epoch=None, poison: bool = False,
+                 tune_dir: str = ""):
+    """Train a genome through every stage its training genes ask for, in order:
+
+    1. a teacher, when distilling: BASD (the same network, a first generation), CSSD (the same network on
+       ``kd_teacher_rate_hz`` audio) or the run's finished Pareto members (``ensemble``); its logits are cached;
+    2. the network of ``genome.arch`` with its augmentations, schedule and the distillation loss;
+    3. pruning to ``genome.deployed_arch`` (``training.prune_ratios``, ``prune_criterion``), then fine-tuning for
+       half the epochs;
+    4. quantisation-aware fine-tuning (``training.qat``) for a quarter of the epochs at a tenth of the learning
+       rate.
+
+    Args:
+        genome: The candidate.
+        data_by_rate: Decoded data by sample rate (the CSSD teacher's rate included).
+        features: The genome's features (``FeatureCache.get``).
+        cache: The feature cache (teachers at other front-ends read theirs from it).
+        settings: The run's trial settings (epochs, batch size, patience, seed).
+        device: ``cpu`` or ``cuda``.
+        on_epoch: ``on_epoch(row, stage)`` after every epoch of every stage.
+        poison: Fill the weights with NaN (fault injection: the loss becomes NaN).
+        tune_dir: The run's Tune folder (the ensemble teacher's members are its finished trials).
+
+    Returns:
+        ``(result, stages)``: the last stage's ``FitResult`` (weights of the deployed network, with ``norm`` set),
+        and per stage its best validation accuracy, epochs and what it did.
+    """
+    from asc_search.trainers._augment import SapAugment, get_augmentation
+    from asc_search.trainers._distill import compute_teacher_logits
+
+    t = genome.training
+    data = data_by_rate[genome.frontend.sample_rate_hz]
+    train = np.flatnonzero(~data.is_validation)
+    val = np.flatnonzero(data.is_validation)
+    norm = Normalisation.fit(features, train, deltas=genome.frontend.deltas, seed=settings.seed)
+    epochs = t.epochs or settings.epochs
+    base = TrainSettings(epochs=epochs, learning_rate=genome.learning_rate, batch_size=t.batch_size or settings.batch_size,
+                         patience=settings.patience, weight_decay=t.weight_decay, seed=settings.seed,
+                         warmup_epochs=min(t.warmup_epochs, epochs - 1), schedule=t.schedule,
+                         kd_alpha=t.kd_alpha, kd_temperature=t.kd_temperature)
+    augs = [get_augmentation(name) for name in t.augmentations]
+    sap = SapAugment() if t.sapaugment else None
+    stages: dict = {}
+
+    def run(model, stage: str, st: TrainSettings, teacher=None, feats=features, nm=norm, aug=True):
+        hook = (lambda row: on_epoch(row, stage)) if on_epoch else None
+        r = fit(model, feats, data_by_rate[_rate(feats)].labels, train, val, nm, st, on_epoch=hook, device=device,
+                augmentations=augs if aug else None, sapaugment=sap if aug else None, teacher=teacher)
+        stages[stage] = {"best_val_accuracy": r.val_metrics["accuracy"], "best_epoch": r.best_epoch,
+                         "epochs": len(r.history), **({"augmentation": r.augmentation_log} if r.augmentation_log
+                                                      else {})}
+        return r
+
+    teacher = None
+    if t.kd_teacher in ("basd", "cssd"):
+        plain = dataclasses.replace(genome, training=dataclasses.replace(t, kd_teacher="none", kd_teacher_rate_hz=0,
+                                                                         prune_ratios=(), qat=False))
+        feats, nm = features, norm
+        if t.kd_teacher == "cssd":
+            plain = dataclasses.replace(plain, frontend=dataclasses.replace(genome.frontend,
+                                                                            sample_rate_hz=t.kd_teacher_rate_hz))
+            tdata = data_by_rate.get(t.kd_teacher_rate_hz)
+            if tdata is None or len(tdata.labels) != len(data.labels):
+                raise RuntimeError(f"the CSSD teacher's rate {t.kd_teacher_rate_hz} Hz was not decoded for this run")
+            feats, _ = cache.get(tdata, patch_layout(plain))
+            nm = Normalisation.fit(feats, train, deltas=genome.frontend.deltas, seed=settings.seed)
+        torch.manual_seed(settings.seed + 1)
+        tmodel = build_model(plain, data.n_classes, before_pruning=True)
+        run(tmodel, f"teacher_{t.kd_teacher}", base, feats=feats, nm=nm)
+        teacher = compute_teacher_logits(tmodel, feats, nm, train)
+    elif t.kd_teacher == "ensemble":
+        teacher, members = _ensemble_teacher(tune_dir, data_by_rate, cache, train)
+        stages["teacher_ensemble"] = {"members": members}
+    torch.manual_seed(settings.seed)  # initialisation independent of what a reused actor ran before
+    model = build_model(genome, data.n_classes, before_pruning=True)
+    if poison:  # the loss really becomes NaN and fit's check catches it
+        with torch.no_grad():
+            for p in model.parameters():
+                p.fill_(float("nan"))
+    result = run(model, "train", base, teacher=teacher)
+    if t.prunes:
+        from asc_search.trainers._prune import prune_model
+
+        example = torch.from_numpy(norm.apply(features.patches(train[:1])[0][:1]))
+        model = prune_model(model.cpu(), genome.arch, t.prune_ratios, t.prune_criterion, example)
+        ft = dataclasses.replace(base, epochs=max(1, epochs // 2), warmup_epochs=0)
+        result = run(model, "pruned_finetune", ft, teacher=teacher)
+        stages["pruned_finetune"]["prune_ratios"] = list(t.prune_ratios)
+    if t.qat:
+        from asc_search.trainers._qat import qat_finetune
+
+        qs = dataclasses.replace(base, epochs=max(1, epochs // 4), warmup_epochs=0,
+                                 learning_rate=genome.learning_rate / 10)
+        hook = (lambda row: on_epoch(row, "qat")) if on_epoch else None
+        result = qat_finetune(model.cpu(), features, data.labels, train, val, norm, qs, device=device, on_epoch=hook)
+        stages["qat"] = {"best_val_accuracy": result.val_metrics["accuracy"], "best_epoch": result.best_epoch,
+                         "epochs": len(result.history)}
+    result.norm = norm
+    return result, stages
+
+
+def _rate(features) -> int:
+    return int(features.layout.frontend.sample_rate_hz)
+
+
+def _ensemble_teacher(tune_dir: str, data_by_rate: dict[int, DecodedDataset], cache: FeatureCache,
+                      train: np.ndarray, max_members: int = 3):
+    """The run's finished Pareto members so far (accuracy vs MACs), at most ``max_members`` most accurate, as one
+    teacher (the mean of their softened probabilities); ``(None, [])`` when none has finished yet."""
+    from asc_search.search._pareto import pareto_front
+    from asc_search.trainers._distill import TeacherLogits, compute_teacher_logits
+
+    found = []
+    for model_pt in sorted(Path(tune_dir).glob("trial_*/checkpoint_*/model.pt")) if tune_dir else []:
+        try:
+            ckpt = load_candidate(model_pt)
+        except Exception:  # noqa: BLE001 - a checkpoint being written or cut off: not a member
+            continue
+        m = ckpt.get("metrics", {})
+        if m.get("final") and not m.get("failed") and m.get("best_val_accuracy") is not None:
+            found.append((float(m["best_val_accuracy"]), float(m.get("macs", 0)), model_pt, ckpt))
+    if not found:
+        log.info("ensemble teacher: no finished trial yet; training without distillation")
+        return None, []
+    front = [found[i] for i in pareto_front([(a, m) for a, m, _, _ in found], ["max", "min"])]
+    front = sorted(front, key=lambda f: -f[0])[:max_members]
+    teachers, names = [], []
+    for _acc, _macs, model_pt, ckpt in front:
+        g = Genome.from_dict(ckpt["genome"])
+        data = data_by_rate.get(g.frontend.sample_rate_hz)
+        if data is None:
+            continue
+        model = build_model(g, ckpt["n_classes"])
+        model.load_state_dict(ckpt["state_dict"])
+        feats, _ = cache.get(data, patch_layout(g))
+        teachers.append(compute_teacher_logits(model, feats, Normalisation.from_dict(ckpt["normalisation"]), train))
+        names.append(model_pt.parent.parent.name.removeprefix("trial_"))
+    if not teachers:
+        return None, []
+    return TeacherLogits.combine(teachers), names

@@ -14,7 +14,7 @@ from asc_search.search_spaces._blocks import (
     round_channels,
 )
 from asc_search.search_spaces._builder import CandidateCNN, build_model
-from asc_search.search_spaces._genome import FrontendGenes, Genome
+from asc_search.search_spaces._genome import AUGMENTATIONS, TEACHERS, FrontendGenes, Genome, TrainingGenes
 from asc_search.search_spaces._references import (
     Reference,
     get_reference,
@@ -40,7 +40,10 @@ __all__ = [
     "BlockCost",
     "BlockSpec",
     "CandidateCNN",
+    "AUGMENTATIONS",
     "FrontendGenes",
+    "TEACHERS",
+    "TrainingGenes",
     "Genome",
     "Head",
     "InfeasibleBlock",

@@ -43,12 +43,20 @@ class CandidateCNN(nn.Module):
         return self.head(self.features(x))
 
 
-def build_model(genome: Genome, n_classes: int) -> CandidateCNN:
+def build_model(genome: Genome, n_classes: int, *, before_pruning: bool = False) -> CandidateCNN:
     """Instantiate the network of ``genome`` for its front-end's patch shape, with ``n_classes`` outputs.
+
+    Args:
+        genome: The candidate.
+        n_classes: Output classes.
+        before_pruning: Build ``genome.arch`` (the network trained before pruning) instead of
+            ``genome.deployed_arch`` (the pruned network that is fine-tuned, exported and counted); the same network
+            when the genome prunes nothing.
 
     Raises:
         UserInputError: The genome cannot be built (invalid front-end genes, or a block that does not fit).
     """
     from asc_search.constraints import patch_layout
 
-    return CandidateCNN(genome.arch, patch_layout(genome).input_shape, n_classes)
+    arch = genome.arch if before_pruning else genome.deployed_arch
+    return CandidateCNN(arch, patch_layout(genome).input_shape, n_classes)

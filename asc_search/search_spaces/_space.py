@@ -14,7 +14,15 @@ from dataclasses import asdict, dataclass
 from asc_search._errors import UserInputError
 from asc_search.search_spaces._arch import ArchSpec
 from asc_search.search_spaces._blocks import ACTIVATIONS, FreqSpec, StridedConvSpec, block_class
-from asc_search.search_spaces._genome import FrontendGenes, Genome
+from asc_search.search_spaces._genome import (
+    AUGMENTATIONS,
+    PRUNE_CRITERIA,
+    SCHEDULES,
+    TEACHERS,
+    FrontendGenes,
+    Genome,
+    TrainingGenes,
+)
 
 SAMPLE_RATES_HZ = (1000, 2000, 4000, 8000, 16000, 22050, 32000, 44100)
 CQT_F_MIN_HZ = 50.0
@@ -56,6 +64,18 @@ class SpaceOptions:
         head_widths: Hidden head width choices (0: none).
         dropouts: Dropout choices.
         learning_rates: Adam learning-rate choices.
+        augmentations: Augmentations the search may switch on, each an on/off gene ``aug_<name>``.
+        sapaugment: SapAugment choices (``(False,)``: never; ``(False, True)``: a gene, when an augmentation is on).
+        weight_decays: Adam weight-decay choices.
+        warmup_epochs: Learning-rate warm-up choices (epochs).
+        schedules: ``cosine`` / ``constant`` choices.
+        kd_teachers: Distillation teacher choices (``none``, ``basd``, ``cssd``, ``ensemble``).
+        kd_alphas: Choices of the hard-label weight α (each in [0, 1]).
+        kd_temperatures: Choices of the temperature T (each > 0).
+        kd_teacher_rate_hz: Sample rate of the CSSD teacher (Hz; at least every student rate); 0: none.
+        prune_ratios: Pruning-ratio choices of each prunable stage (each in [0, 1); ``(0.0,)``: no pruning).
+        prune_criteria: ``cosine`` / ``l1`` choices.
+        qat: Quantisation-aware fine-tuning choices (``(False,)``, ``(True,)`` or both).
 
     Raises:
         UserInputError: An empty choice list, or a value outside its valid set.
@@ -82,13 +102,25 @@ class SpaceOptions:
     head_widths: tuple[int, ...] = (0, 32, 64)
     dropouts: tuple[float, ...] = (0.1, 0.3)
     learning_rates: tuple[float, ...] = (1e-3, 3e-3)
+    augmentations: tuple[str, ...] = ()
+    sapaugment: tuple[bool, ...] = (False,)
+    weight_decays: tuple[float, ...] = (1e-4,)
+    warmup_epochs: tuple[int, ...] = (0,)
+    schedules: tuple[str, ...] = ("cosine",)
+    kd_teachers: tuple[str, ...] = ("none",)
+    kd_alphas: tuple[float, ...] = (0.5,)
+    kd_temperatures: tuple[float, ...] = (2.0,)
+    kd_teacher_rate_hz: int = 0
+    prune_ratios: tuple[float, ...] = (0.0,)
+    prune_criteria: tuple[str, ...] = ("cosine",)
+    qat: tuple[bool, ...] = (False,)
 
     def __post_init__(self) -> None:
         from asc_search.frontends import list_frontends
         from asc_search.search_spaces._blocks import list_blocks
 
         for name, values in asdict(self).items():
-            if isinstance(values, tuple) and not values:
+            if isinstance(values, tuple) and not values and name != "augmentations":
                 raise UserInputError(f"search space option {name} is empty; give at least one value")
         unknown = sorted(set(self.frontends) - set(list_frontends()))
         if unknown:
@@ -117,13 +149,62 @@ class SpaceOptions:
             a, _, b = st.partition("x")
             if not (a.isdigit() and b.isdigit() and int(a) >= 1 and int(b) >= 1):
                 raise UserInputError(f"strides are written FxT (e.g. 2x1), got {st!r}")
+        check_training_options(self)
         if self.block_types == ("dc",):
             raise UserInputError("block_types ('dc',) alone cannot start a network (its input needs a multiple "
                                  "of 4 channels); add another type")
 
+    @property
+    def trains_plainly(self) -> bool:
+        """Whether no training gene has a choice but the default (no augmentation, distillation, pruning, QAT)."""
+        return (not self.augmentations and self.kd_teachers == ("none",) and set(self.prune_ratios) == {0.0}
+                and self.qat == (False,))
+
     def to_dict(self) -> dict:
         """YAML-ready dict (lists)."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+def check_training_options(o) -> None:
+    """Reject bad training-gene choices at configuration time (``SpaceOptions`` and ``RunConfig`` call it).
+
+    Raises:
+        UserInputError: α outside [0, 1], T <= 0, a pruning ratio outside [0, 1) (1 removes the whole layer), an
+            unknown augmentation, teacher, criterion or schedule, or a CSSD teacher below a student's sample rate;
+            the message names the value and the valid range.
+    """
+    bad = sorted(set(o.augmentations) - set(AUGMENTATIONS))
+    if bad:
+        raise UserInputError(f"unknown augmentation(s) {bad}; valid: {', '.join(AUGMENTATIONS)}")
+    bad = sorted(set(o.kd_teachers) - set(TEACHERS))
+    if bad:
+        raise UserInputError(f"unknown distillation teacher(s) {bad}; valid: {', '.join(TEACHERS)}")
+    for a in o.kd_alphas:
+        if not 0.0 <= a <= 1.0:
+            raise UserInputError(f"distillation alpha {a} is outside [0, 1] (the weight of the hard-label loss)")
+    for t in o.kd_temperatures:
+        if not t > 0:
+            raise UserInputError(f"distillation temperature {t} must be > 0")
+    for r in o.prune_ratios:
+        if not 0.0 <= r < 1.0:
+            raise UserInputError(f"pruning ratio {r} is outside [0, 1): a ratio of 1 or more removes the whole layer")
+    bad = sorted(set(o.prune_criteria) - set(PRUNE_CRITERIA))
+    if bad:
+        raise UserInputError(f"unknown pruning criterion {bad}; valid: {', '.join(PRUNE_CRITERIA)}")
+    bad = sorted(set(getattr(o, "schedules", ())) - set(SCHEDULES))
+    if bad:
+        raise UserInputError(f"unknown schedule(s) {bad}; valid: {', '.join(SCHEDULES)}")
+    if any(w < 0 for w in o.weight_decays):
+        raise UserInputError(f"weight decays must be >= 0, got {list(o.weight_decays)}")
+    if "cssd" in o.kd_teachers:
+        rates = [r for r in getattr(o, "sample_rates_hz", ()) if r > 1]
+        if o.kd_teacher_rate_hz <= 0:
+            raise UserInputError("the cssd teacher needs its sample rate (kd_teacher_rate_hz / --kd-teacher-rate-hz, "
+                                 f"Hz), got {o.kd_teacher_rate_hz}")
+        low = [r for r in rates if r > o.kd_teacher_rate_hz]
+        if low:
+            raise UserInputError(f"the CSSD teacher's sample rate {o.kd_teacher_rate_hz} Hz is below the student "
+                                 f"rate(s) {low} Hz; a teacher must run at the student's rate or higher")
 
 
 def sample_genome(trial, options: SpaceOptions) -> Genome:
@@ -164,7 +245,57 @@ def sample_genome(trial, options: SpaceOptions) -> Genome:
     params["head_width"] = trial.suggest_categorical("head_width", list(options.head_widths))
     params["dropout"] = trial.suggest_categorical("dropout", list(options.dropouts))
     params["lr"] = trial.suggest_categorical("lr", list(options.learning_rates))
+    params.update(_sample_training(trial, options, params))
     return genome_from_params(params)
+
+
+def _sample_training(trial, o: SpaceOptions, params: dict) -> dict:
+    """The training genes (only those with a choice are asked of the trial, so a plain space samples as before)."""
+    def pick(name: str, choices):
+        choices = list(choices)
+        return trial.suggest_categorical(name, choices) if len(choices) > 1 else choices[0]
+
+    out: dict = {}
+    for a in o.augmentations:
+        out[f"aug_{a}"] = trial.suggest_categorical(f"aug_{a}", [False, True])
+    if any(out.get(f"aug_{a}") for a in o.augmentations):
+        out["sapaugment"] = pick("sapaugment", o.sapaugment)
+    out["weight_decay"] = pick("weight_decay", o.weight_decays)
+    out["warmup_epochs"] = pick("warmup_epochs", o.warmup_epochs)
+    out["schedule"] = pick("schedule", o.schedules)
+    teacher = pick("kd_teacher", o.kd_teachers)
+    out["kd_teacher"] = teacher
+    if teacher != "none":
+        out["kd_alpha"] = pick("kd_alpha", o.kd_alphas)
+        out["kd_temperature"] = pick("kd_temperature", o.kd_temperatures)
+        if teacher == "cssd":
+            out["kd_teacher_rate_hz"] = o.kd_teacher_rate_hz
+    if set(o.prune_ratios) != {0.0}:
+        from asc_search.search_spaces._pruning import prunable_stages
+
+        genome = genome_from_params(params)
+        for i, ok in enumerate(prunable_stages(genome.arch), 1):
+            if ok:
+                out[f"s{i}_prune"] = pick(f"s{i}_prune", o.prune_ratios)
+        if any(out.get(f"s{i}_prune", 0.0) for i in range(1, params["n_stages"] + 1)):
+            out["prune_criterion"] = pick("prune_criterion", o.prune_criteria)
+    out["qat"] = pick("qat", o.qat)
+    return out
+
+
+def _training_genes(params: dict) -> TrainingGenes:
+    n = int(params["n_stages"])
+    ratios = tuple(float(params.get(f"s{i}_prune", 0.0)) for i in range(1, n + 1))
+    teacher = params.get("kd_teacher", "none")
+    return TrainingGenes(
+        augmentations=tuple(a for a in AUGMENTATIONS if params.get(f"aug_{a}")),
+        sapaugment=bool(params.get("sapaugment", False)),
+        weight_decay=float(params.get("weight_decay", 1e-4)), warmup_epochs=int(params.get("warmup_epochs", 0)),
+        schedule=params.get("schedule", "cosine"), kd_teacher=teacher,
+        kd_alpha=float(params.get("kd_alpha", 0.5)), kd_temperature=float(params.get("kd_temperature", 2.0)),
+        kd_teacher_rate_hz=int(params.get("kd_teacher_rate_hz", 0)) if teacher == "cssd" else 0,
+        prune_ratios=ratios if any(ratios) else (), prune_criterion=params.get("prune_criterion", "cosine"),
+        qat=bool(params.get("qat", False)))
 
 
 def _block_string(params: dict, i: int) -> str:
@@ -206,6 +337,7 @@ def genome_from_params(params: dict) -> Genome:
         arch=ArchSpec(stages=tuple(stages), width_multiplier=float(params.get("width_mult", 1.0)),
                       head_width=int(params["head_width"]), dropout=float(params["dropout"])),
         learning_rate=float(params["lr"]),
+        training=_training_genes(params),
     )
 
 

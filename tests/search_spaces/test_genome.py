@@ -1,3 +1,4 @@
+import dataclasses
 import subprocess
 import sys
 
@@ -10,10 +11,12 @@ from asc_search import UserInputError
 from asc_search.constraints import count_complexity, get_budget
 from asc_search.search_spaces import (
     ACTIVATIONS,
+    AUGMENTATIONS,
     ArchSpec,
     FrontendGenes,
     Genome,
     SpaceOptions,
+    TrainingGenes,
     decode_block,
     genome_from_params,
     sample_genome,
@@ -60,13 +63,22 @@ _arch = st.builds(
     st.lists(st.lists(_block, min_size=1, max_size=3).map(tuple), min_size=1, max_size=4).map(tuple),
     st.sampled_from([0.25, 0.5, 0.75, 1.0, 1.5]), st.sampled_from([0.5, 1.0, 2.0]), st.sampled_from(["gap", "flatten"]),
     st.sampled_from([0, 16, 100]), _act, st.floats(0, 0.9))
+_teacher = st.one_of(st.just(("none", 0)), st.just(("basd", 0)), st.just(("ensemble", 0)),
+                     st.just(("cssd", 48000)))
+_training = st.builds(
+    lambda augs, sap, wd, warm, sched, teacher, a, t, qat: TrainingGenes(
+        augmentations=augs, sapaugment=sap and bool(augs), weight_decay=wd, warmup_epochs=warm, schedule=sched,
+        kd_teacher=teacher[0], kd_teacher_rate_hz=teacher[1], kd_alpha=a, kd_temperature=t, qat=qat),
+    st.lists(st.sampled_from(AUGMENTATIONS), unique=True, max_size=4).map(tuple), st.booleans(),
+    st.sampled_from([0.0, 1e-4, 1e-3]), st.integers(0, 3), st.sampled_from(["cosine", "constant"]), _teacher,
+    st.floats(0, 1), st.floats(0.5, 8), st.booleans())
 _genome = st.builds(
-    lambda kind, sr, bins, hop, chunk, d, arch, lr: Genome(
+    lambda kind, sr, bins, hop, chunk, d, arch, lr, training: Genome(
         frontend=FrontendGenes(kind=kind, sample_rate_hz=sr, n_bins=bins, hop_ms=hop, chunk_s=chunk, deltas=d),
-        arch=arch, learning_rate=lr),
+        arch=arch, learning_rate=lr, training=training),
     st.sampled_from(["logmel", "gammatone", "cqt"]), st.sampled_from([8000, 16000, 44100]),
     st.sampled_from([32, 40, 64]), st.sampled_from([10.0, 20.0]), st.sampled_from([0.5, 1.0]),
-    st.integers(0, 2), _arch, st.floats(1e-5, 1e-1))
+    st.integers(0, 2), _arch, st.floats(1e-5, 1e-1), _training)
 
 
 @settings(max_examples=300, deadline=None)
@@ -155,3 +167,47 @@ def test_the_define_by_run_space_builds_no_model(monkeypatch):
         space(t)
         study.tell(t, 0.0)
     assert {"buildable", "params", "macs", "peak_ram"} <= set(study.trials[-1].constraints)
+
+
+def test_plain_training_genes_leave_the_encoding_unchanged():
+    g = _sampled(1)[0][0]
+    assert "training" not in g.to_dict()
+    trained = dataclasses.replace(g, training=TrainingGenes(augmentations=("mixup",), qat=True))
+    assert trained.to_dict()["training"] == {"augmentations": ["mixup"], "qat": True}
+    assert trained.genome_id != g.genome_id and trained.arch_id == g.arch_id
+    assert "mixup" in trained.summary() and "qat" in trained.summary()
+
+
+@pytest.mark.parametrize(("genes", "message"), [
+    ({"kd_teacher": "basd", "kd_alpha": 1.5}, r"kd_alpha must be in \[0, 1\].*got 1.5"),
+    ({"kd_teacher": "basd", "kd_alpha": -0.1}, r"kd_alpha must be in \[0, 1\].*got -0.1"),
+    ({"kd_teacher": "basd", "kd_temperature": 0.0}, r"kd_temperature must be > 0, got 0.0"),
+    ({"kd_teacher": "cssd"}, r"needs kd_teacher_rate_hz > 0"),
+    ({"prune_ratios": (0.5, 1.0)}, r"prune ratio of stage 2 is 1.0; it must be in \[0, 1\)"),
+    ({"augmentations": ("mixup", "rotate")}, r"from mixup, specaugment, cutmix, freq_mixstyle"),
+    ({"sapaugment": True}, r"no augmentation is on"),
+    ({"kd_teacher": "teacherless"}, r"kd_teacher must be one of none, basd, cssd, ensemble"),
+])
+def test_bad_training_genes_are_rejected_with_the_value_and_range(genes, message):
+    with pytest.raises(UserInputError, match=message):
+        TrainingGenes(**genes)
+
+
+def test_a_cssd_teacher_below_the_student_rate_is_rejected():
+    g = _sampled(1)[0][0]  # 16 kHz student
+    with pytest.raises(UserInputError, match="teacher's sample rate 8000 Hz is below the student's 16000 Hz"):
+        dataclasses.replace(g, training=TrainingGenes(kd_teacher="cssd", kd_teacher_rate_hz=8000))
+    ok = dataclasses.replace(g, training=TrainingGenes(kd_teacher="cssd", kd_teacher_rate_hz=16000))
+    assert Genome.decode(ok.encode()) == ok
+
+
+def test_the_space_samples_training_genes_only_when_the_run_offers_them():
+    plain = [g for g, _ in _sampled(10)]
+    assert all(g.training == TrainingGenes() for g in plain)
+    options = SpaceOptions(augmentations=("mixup", "specaugment"), sapaugment=(False, True),
+                           kd_teachers=("none", "basd"), kd_alphas=(0.3, 0.7), qat=(False, True))
+    genomes = [g for g, _ in _sampled(40, options=options)]
+    assert any(g.training.augmentations for g in genomes) and any(not g.training.augmentations for g in genomes)
+    assert {g.training.kd_teacher for g in genomes} == {"none", "basd"}
+    assert {g.training.qat for g in genomes} == {False, True}
+    assert all(g.training.kd_alpha in (0.3, 0.7) for g in genomes if g.training.kd_teacher == "basd")
