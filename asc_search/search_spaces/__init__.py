@@ -15,6 +15,12 @@ from asc_search.search_spaces._blocks import (
 )
 from asc_search.search_spaces._builder import CandidateCNN, build_model
 from asc_search.search_spaces._genome import AUGMENTATIONS, TEACHERS, FrontendGenes, Genome, TrainingGenes
+from asc_search.search_spaces._pruning import (
+    check_prune_ratios,
+    prunable_stages,
+    pruned_arch,
+    unprunable_reasons,
+)
 from asc_search.search_spaces._references import (
     Reference,
     get_reference,
@@ -44,6 +50,10 @@ __all__ = [
     "FrontendGenes",
     "TEACHERS",
     "TrainingGenes",
+    "check_prune_ratios",
+    "prunable_stages",
+    "pruned_arch",
+    "unprunable_reasons",
     "Genome",
     "Head",
     "InfeasibleBlock",

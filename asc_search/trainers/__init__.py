@@ -11,6 +11,7 @@ from asc_search.trainers._augment import (
 from asc_search.trainers._distill import TeacherLogits, compute_teacher_logits, kd_loss
 from asc_search.trainers._fit import FitResult, Normalisation, TrainSettings, fit, predict_clips
 from asc_search.trainers._metrics import classification_metrics, clip_probabilities, grouped_accuracy
+from asc_search.trainers._prune import prune_model, which_channels
 
 __all__ = [
     "Augmentation",
@@ -30,4 +31,6 @@ __all__ = [
     "fit",
     "grouped_accuracy",
     "predict_clips",
+    "prune_model",
+    "which_channels",
 ]
