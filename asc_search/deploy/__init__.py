@@ -2,6 +2,7 @@
 
 from asc_search.deploy._bundle import choose_exports, export_and_validate, export_front
 from asc_search.deploy._deploy import DeployFrontend, evaluate_model_dir, export_frontend_tflite, make_bundle
+from asc_search.deploy._ensemble import export_ensemble
 from asc_search.deploy._export import ExportError, export_int8_tflite
 from asc_search.deploy._tflm import (
     TFLMError,
@@ -23,6 +24,7 @@ __all__ = [
     "TFLiteComplexity",
     "choose_exports",
     "export_and_validate",
+    "export_ensemble",
     "export_front",
     "export_int8_tflite",
     "litert_latency_ms",

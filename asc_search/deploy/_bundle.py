@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from asc_search._io import write_json, write_text
+from asc_search._io import atomic_write, write_json, write_text
 from asc_search.constraints import Budget, count_complexity, list_devices, patch_layout
 from asc_search.data import DecodedDataset
 from asc_search.deploy._deploy import DeployFrontend, audio_patches, batched, softmax_rows
@@ -59,7 +59,10 @@ def export_and_validate(model_pt: Path, data_by_rate: dict[int, DecodedDataset],
     the validation split; agreement of their clip argmax, also with LiteRT's builtin kernels and with
     TFLite-Micro (on the first ``TFLM_MAX_PATCHES`` patches' clips); the TFLite-Micro arena (bytes); host
     latency in LiteRT with XNNPACK and builtin kernels; the model as a C array (``model_data.h/.cc``); a pass/fail line per budget limit and for the agreement (at least ``MIN_INT8_AGREEMENT``); a model
-    that fails any line is not ``deployable``.
+    that fails any line is not ``deployable``. The clip-level validation probabilities of the float and the INT8
+    model (``val_probs_float.npy``, ``val_probs_int8.npy``: ``(n_val, K)`` float32, clips in the order of
+    ``np.flatnonzero(data.is_validation)``) and their labels (``val_labels.npy``) are saved beside it for
+    ``export_ensemble``.
 
     Returns:
         The validation dict (also written to ``validation.json``).
@@ -155,6 +158,11 @@ def export_and_validate(model_pt: Path, data_by_rate: dict[int, DecodedDataset],
         "interpreter": "LiteRT (XNNPACK, 1 thread)", "export_s": round(export_s, 2),
         "budget": budget.name, "limits": limits, "deployable": all(lim["pass"] for lim in limits),
     }
+    # clip-level validation probabilities (n_val, K), clips in the order of np.flatnonzero(data.is_validation):
+    # export_ensemble fuses the members' from these
+    write_npy(out_dir / "val_probs_float.npy", f_clip.astype(np.float32))
+    write_npy(out_dir / "val_probs_int8.npy", q_clip.astype(np.float32))
+    write_npy(out_dir / "val_labels.npy", np.asarray(y, dtype=np.int64))
     write_json(out_dir / "validation.json", report)
     write_text(out_dir / "labels.txt", "\n".join(ckpt["class_names"]) + "\n")
     write_c_array(tflite_path, out_dir)
@@ -165,6 +173,16 @@ def export_and_validate(model_pt: Path, data_by_rate: dict[int, DecodedDataset],
                                            "model_input": "int8 [1, n_bins, patch_frames, 1 + deltas] = quantise("
                                                           "(features with deltas - mean_db[c]) / std_db[c])"})
     return report
+
+
+def write_npy(path: Path, array: np.ndarray) -> Path:
+    """Atomically write ``array`` as a ``.npy`` file (a temporary name, then ``os.replace``)."""
+
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.save would append ".npy" to the temporary name
+            np.save(f, array)
+
+    return atomic_write(path, save)
 
 
 TFLM_MAX_PATCHES = 400

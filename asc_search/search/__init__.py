@@ -1,5 +1,12 @@
 """Search: Ray Tune + Optuna orchestration, the feasibility-filtering searcher and the Pareto front."""
 
+from asc_search.search._ensemble import (
+    EnsembleCandidate,
+    EnsembleSelection,
+    ensemble_candidates_from_rows,
+    fuse,
+    select_ensemble,
+)
 from asc_search.search._pareto import hypervolume_2d, knee_point, mark_front, pareto_front, sort_rows
 from asc_search.search._run import (
     SearchProgress,
@@ -12,6 +19,11 @@ from asc_search.search._run import (
 from asc_search.search._searcher import MODES, OBJECTIVES, DefineByRunSpace, FeasibleOptunaSearch
 
 __all__ = [
+    "EnsembleCandidate",
+    "EnsembleSelection",
+    "ensemble_candidates_from_rows",
+    "fuse",
+    "select_ensemble",
     "MODES",
     "OBJECTIVES",
     "SearchProgress",

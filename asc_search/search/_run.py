@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import yaml
 from ray.tune import Callback
 
@@ -273,6 +274,9 @@ def run_search(config: RunConfig, *, on_progress: Callable[[str], None] | None =
 
 def _finish(config: RunConfig, run_dir: Path, rows: list[dict], data_by_rate: dict[int, DecodedDataset],
             budget: Budget, say: Callable[[str], None]):
+    selection = _select_ensemble(rows, data_by_rate, budget, say) if config.ensemble else None
+    if selection is not None:
+        rows.append(_ensemble_row(selection))
     front = mark_front(rows)
     _write_trials(run_dir, rows)
     failed = [r for r in rows if r["status"] == "failed"]
@@ -280,10 +284,76 @@ def _finish(config: RunConfig, run_dir: Path, rows: list[dict], data_by_rate: di
         say(f"failed trial {r['trial_id']}: {r['error'] or 'no reason recorded'}")
     from asc_search.deploy._bundle import export_front
 
-    export_front(run_dir, front, data_by_rate, budget, max_export=config.max_export, say=say)
+    singles = [r for r in front if r["trial_id"] != ENSEMBLE_ID]
+    export_front(run_dir, singles, data_by_rate, budget, max_export=config.max_export, say=say)
+    if selection is not None and any(r["trial_id"] == ENSEMBLE_ID for r in front):
+        _export_ensemble(run_dir, selection, rows, data_by_rate, budget, say)
     from asc_search.report import report_run
 
     return report_run(run_dir)
+
+
+ENSEMBLE_ID = "ensemble"
+"""``trial_id`` of the selected ensemble's row in ``trials.csv`` (its export is ``models/ensemble/``)."""
+
+
+def _select_ensemble(rows: list[dict], data_by_rate: dict[int, DecodedDataset], budget: Budget,
+                     say: Callable[[str], None]):
+    """Greedy ensemble selection over the completed trials under the budget; None unless it picks 2+ members."""
+    from asc_search.search._ensemble import ensemble_candidates_from_rows, select_ensemble
+
+    data = next(iter(data_by_rate.values()))
+    val = np.flatnonzero(data.is_validation)
+    candidates = ensemble_candidates_from_rows(rows, data.n_classes)
+    if len(candidates) < 2:
+        return None
+    sel = select_ensemble(candidates, data.labels[val], budget, class_names=list(data.class_names),
+                          groups=[data.devices[i] for i in val] if any(data.devices) else None)
+    if not sel.is_ensemble:
+        say(f"ensemble: no ensemble beats the best single model under {budget.name} ({sel.reason})")
+        return None
+    best = sel.best_single or {}
+    say(f"ensemble: {' + '.join(sel.members)} ({sel.fusion} fusion), validation accuracy "
+        f"{sel.val_metrics['accuracy']:.3f} vs {best.get('val_metrics', {}).get('accuracy', float('nan')):.3f} for "
+        f"the best single model; {sel.int8_bytes:,} INT8 bytes, {sel.macs:,} MACs in all")
+    return sel
+
+
+def _ensemble_row(sel) -> dict:
+    """The ensemble as a ``trials.csv`` row: a Pareto candidate with the members' summed complexity."""
+    m = sel.val_metrics
+    return {**{k: "" for k in TRIAL_COLUMNS}, "trial_id": ENSEMBLE_ID, "status": "completed",
+            "summary": f"ensemble ({sel.fusion}) of {' + '.join(sel.members)}", "params": sel.params or "",
+            "int8_bytes": sel.int8_bytes, "macs": sel.macs, "best_val_accuracy": m["accuracy"],
+            "best_val_log_loss": m["log_loss"], "best_val_uar": m["uar"], "on_front": False,
+            "finished_at": time.time(), "_checkpoint": None, "members": list(sel.members)}
+
+
+def _export_ensemble(run_dir: Path, sel, rows: list[dict], data_by_rate: dict[int, DecodedDataset], budget: Budget,
+                     say: Callable[[str], None]) -> None:
+    """Export the members not yet exported, then the ensemble (``models/ensemble/``); a failure is recorded."""
+    from asc_search.deploy._bundle import export_and_validate
+    from asc_search.deploy._ensemble import export_ensemble
+    from asc_search.frontends import FeatureCache
+
+    by_id = {r["trial_id"]: r for r in rows}
+    cache = FeatureCache(run_dir / "cache")
+    dest = run_dir / "models" / ENSEMBLE_ID
+    try:
+        for member in sel.members:
+            if not (run_dir / "models" / member / "val_probs_int8.npy").exists():
+                say(f"export ensemble member {member} ({by_id[member]['summary']})")
+                export_and_validate(copy_checkpoint(by_id[member], run_dir / "models" / member), data_by_rate,
+                                    cache, budget)
+        data = next(iter(data_by_rate.values()))
+        val = np.flatnonzero(data.is_validation)
+        v = export_ensemble(run_dir, sel, budget, y_val=data.labels[val], class_names=list(data.class_names))
+        say(f"ensemble INT8 accuracy {v['int8']['accuracy']:.3f}, deployable {v['deployable']}")
+    except Exception as exc:  # noqa: BLE001 - the single models and the report must not be lost
+        log.error("export of the ensemble failed: %s: %s", type(exc).__name__, exc)
+        dest.mkdir(parents=True, exist_ok=True)
+        write_json(dest / "validation.json", {"trial_id": ENSEMBLE_ID, "error": f"{type(exc).__name__}: {exc}",
+                                              "deployable": False, "members": list(sel.members)})
 
 
 def resume_search(run_dir: str | Path, *, address: str | None = None, cpus_per_trial: float | None = None,

@@ -10,7 +10,13 @@ from asc_search.trainers._augment import (
 )
 from asc_search.trainers._distill import TeacherLogits, compute_teacher_logits, kd_loss
 from asc_search.trainers._fit import FitResult, Normalisation, TrainSettings, fit, predict_clips
-from asc_search.trainers._metrics import classification_metrics, clip_probabilities, grouped_accuracy
+from asc_search.trainers._metrics import (
+    bootstrap_ci,
+    classification_metrics,
+    clip_probabilities,
+    full_metrics,
+    grouped_accuracy,
+)
 from asc_search.trainers._prune import prune_model, which_channels
 
 __all__ = [
@@ -26,7 +32,9 @@ __all__ = [
     "FitResult",
     "Normalisation",
     "TrainSettings",
+    "bootstrap_ci",
     "classification_metrics",
+    "full_metrics",
     "clip_probabilities",
     "fit",
     "grouped_accuracy",
