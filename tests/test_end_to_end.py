@@ -209,3 +209,58 @@ def test_three_front_ends_and_two_rates_compute_each_front_end_once(esc10, tmp_p
     assert f"distinct front-ends computed (misses): {len(static)}" in (run / "report.md").read_text()
     cfg = (run / "config.yaml").read_text()
     assert "cqt" in cfg and "gammatone" in cfg
+
+
+def test_search_with_training_genes_exports_pruned_distilled_qat_and_ensemble_models(esc10, tmp_path):
+    """Augmentation, SapAugment, BASD/CSSD distillation, 50 % pruning and QAT genes through asc-search end to end:
+    every exported model, the ensemble included, passes the export step's INT8 validation."""
+    from asc_search.search_spaces import Genome
+
+    run = tmp_path / "genes"
+    p = _run(["--budget", "dcase2022", "--max-macs", "4000000", "--max-int8-bytes", "40000", "--data", str(esc10),
+              "--trials", "4", "--epochs", "3", "--sampler", "random", "--seed", "1", "--out", str(run),
+              "--max-export", "4", "--sample-rates-hz", "8000", "--augment", "mixup,specaugment", "--sapaugment",
+              "--kd", "basd,cssd", "--kd-teacher-rate-hz", "16000", "--prune", "0.5", "--qat", "on"], cwd=tmp_path)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    rows = list(csv.DictReader(open(run / "trials.csv")))
+    trained = [r for r in rows if r["status"] == "completed" and r["trial_id"] != "ensemble"]
+    assert len(trained) == 4
+    genomes = {r["trial_id"]: Genome.from_json(r["genome"]) for r in trained}
+    assert all(g.training.qat for g in genomes.values())
+    assert {g.training.kd_teacher for g in genomes.values()} <= {"basd", "cssd"}
+    for r in trained:  # the counted complexity is the pruned network's
+        g = genomes[r["trial_id"]]
+        assert int(r["int8_bytes"]) <= 40_000 and int(r["macs"]) <= 4_000_000
+        if g.training.prunes:
+            from asc_search.constraints import count_arch, patch_layout
+
+            full = count_arch(g.arch, patch_layout(g).input_shape, n_classes=10)
+            assert int(r["int8_bytes"]) < full.int8_bytes
+    exported = [json.loads(v.read_text()) for v in sorted((run / "models").glob("*/validation.json"))]
+    singles = [v for v in exported if v["trial_id"] != "ensemble"]
+    assert singles and all("error" not in v for v in exported)
+    for v in singles:
+        g = genomes[v["trial_id"]]
+        assert v["int8_bytes_tflite"] == v["int8_bytes_genome"] and v["deployable"] is True
+        assert abs(v["macs_tflite"] - v["macs_genome"]) <= 0.01 * v["macs_genome"]
+        assert v["int8_float_agreement"] >= 0.95
+    kinds = {("pruned" if genomes[v["trial_id"]].training.prunes else "unpruned",
+              genomes[v["trial_id"]].training.kd_teacher) for v in singles}
+    assert ("pruned", "basd") in kinds or ("pruned", "cssd") in kinds, kinds
+    for v in singles:  # each trial went teacher -> train -> prune + fine-tune -> QAT
+        history = json.loads((run / "models" / v["trial_id"] / "history.json").read_text())
+        stages = [h["stage"] for h in history]
+        assert stages[0].startswith("teacher_") and stages[-1] == "qat" and "train" in stages
+        assert ("pruned_finetune" in stages) == genomes[v["trial_id"]].training.prunes
+    # the ensemble is a Pareto candidate, exported member by member, within the budget summed over its members
+    ens = [v for v in exported if v["trial_id"] == "ensemble"]
+    assert ens, p.stdout[-2000:]
+    v = ens[0]
+    assert v["deployable"] is True and v["int8_bytes_tflite"] <= 40_000 and v["macs_tflite"] <= 4_000_000
+    assert v["int8_float_agreement"] >= 0.95
+    fusion = json.loads((run / "models" / "ensemble" / "fusion.json").read_text())
+    members = [m["trial_id"] for m in fusion["members"]]
+    assert len(members) >= 2 and all((run / "models" / m / "model_int8.tflite").exists() for m in members)
+    ens_row = next(r for r in rows if r["trial_id"] == "ensemble")
+    assert int(ens_row["int8_bytes"]) == sum(int(r["int8_bytes"]) for r in trained if r["trial_id"] in members)
+    assert "ensemble" in (run / "report.md").read_text()

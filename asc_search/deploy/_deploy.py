@@ -284,7 +284,12 @@ def make_bundle(run_dir: str | Path, pick: str, *, out: str | Path | None = None
     from asc_search.report import load_run
 
     run = load_run(run_dir)
-    exported = {v["trial_id"]: v for v in run.exported if "error" not in v}
+    if pick == "ensemble":
+        members = json.loads((run.run_dir / "models" / "ensemble" / "validation.json").read_text()).get("members", [])
+        raise UserInputError(f"an ensemble is deployed member by member: bundle each member (--pick "
+                             f"{' / '.join(map(str, members)) or 'ID'}) and fuse their clip probabilities as "
+                             f"{run.run_dir / 'models' / 'ensemble' / 'fusion.json'} says")
+    exported = {v["trial_id"]: v for v in run.exported if "error" not in v and v.get("trial_id") != "ensemble"}
     deployable = sorted((v for v in exported.values() if v.get("deployable")),
                         key=lambda v: (-v["int8"]["accuracy"], v["macs_tflite"]))
     if pick == "best":

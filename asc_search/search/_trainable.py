@@ -190,14 +190,15 @@ def _train(genome: Genome, data_by_rate: dict[int, DecodedDataset], settings: Tr
     cache = FeatureCache(settings.cache_dir)
     features, hit = cache.get(data, patch_layout(genome))
     reports: list[dict] = []
+    history: list[dict] = []  # every epoch of every stage (teacher, train, pruned_finetune, qat)
     epochs_done = [0]
 
     def on_epoch(row: dict, stage: str) -> None:
         if reports:  # report the previous epoch now, so the last report can carry the checkpoint
             tune.report(reports[-1])
         epochs_done[0] += 1
-        reports.append({**row, "epoch": epochs_done[0], "stage": stage, **static, "feature_cache_hit": hit,
-                        "final": False})
+        history.append({**row, "epoch": epochs_done[0], "stage_epoch": row["epoch"], "stage": stage})
+        reports.append({**history[-1], **static, "feature_cache_hit": hit, "final": False})
 
     result, stages = train_genome(genome, data_by_rate, features, cache=cache, settings=settings, device=device,
                                   on_epoch=on_epoch, poison=fault == "nan", tune_dir=settings.tune_dir)
@@ -212,7 +213,7 @@ def _train(genome: Genome, data_by_rate: dict[int, DecodedDataset], settings: Tr
     with tempfile.TemporaryDirectory() as tmp:
         save_candidate(Path(tmp) / "model.pt", genome=genome, state_dict=result.state_dict,
                        n_classes=data.n_classes, class_names=list(data.class_names), norm=result.norm, metrics=final)
-        (Path(tmp) / "history.json").write_text(json.dumps(result.history))
+        (Path(tmp) / "history.json").write_text(json.dumps(history))
         np.save(Path(tmp) / "val_probs.npy", result.val_probs.astype(np.float32))
         tune.report(final, checkpoint=tune.Checkpoint.from_directory(tmp))
 

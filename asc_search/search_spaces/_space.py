@@ -250,10 +250,10 @@ def sample_genome(trial, options: SpaceOptions) -> Genome:
 
 
 def _sample_training(trial, o: SpaceOptions, params: dict) -> dict:
-    """The training genes (only those with a choice are asked of the trial, so a plain space samples as before)."""
+    """The training genes. Every gene is asked of the trial, a single choice too, so the trial's parameters alone
+    rebuild the genome (``genome_from_params``)."""
     def pick(name: str, choices):
-        choices = list(choices)
-        return trial.suggest_categorical(name, choices) if len(choices) > 1 else choices[0]
+        return trial.suggest_categorical(name, list(choices))
 
     out: dict = {}
     for a in o.augmentations:
@@ -269,7 +269,7 @@ def _sample_training(trial, o: SpaceOptions, params: dict) -> dict:
         out["kd_alpha"] = pick("kd_alpha", o.kd_alphas)
         out["kd_temperature"] = pick("kd_temperature", o.kd_temperatures)
         if teacher == "cssd":
-            out["kd_teacher_rate_hz"] = o.kd_teacher_rate_hz
+            out["kd_teacher_rate_hz"] = pick("kd_teacher_rate_hz", [o.kd_teacher_rate_hz])
     if set(o.prune_ratios) != {0.0}:
         from asc_search.search_spaces._pruning import prunable_stages
 

@@ -211,3 +211,11 @@ def test_the_space_samples_training_genes_only_when_the_run_offers_them():
     assert {g.training.kd_teacher for g in genomes} == {"none", "basd"}
     assert {g.training.qat for g in genomes} == {False, True}
     assert all(g.training.kd_alpha in (0.3, 0.7) for g in genomes if g.training.kd_teacher == "basd")
+
+
+def test_the_trial_parameters_alone_rebuild_a_genome_with_training_genes():
+    options = SpaceOptions(sample_rates_hz=(8000,), kd_teachers=("cssd",), kd_teacher_rate_hz=16000,
+                           weight_decays=(1e-3,), prune_ratios=(0.5,), qat=(True,))
+    for g, params in _sampled(10, options=options):
+        assert genome_from_params(params) == g
+        assert g.training.kd_teacher_rate_hz == 16000 and g.training.weight_decay == 1e-3 and g.training.qat
