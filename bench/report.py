@@ -157,6 +157,12 @@ def main() -> int:
         out += ["", f"Feature cache: first trial {c['first_trial_s']:.3f} s (computes), second "
                 f"{c['second_trial_s']:.4f} s (memory-mapped load): speed-up {c['speed_up']:.0f}×.", ""]
 
+    st = _load("stages")
+    if st:
+        out += ["## Training stages (issue 5)", "", f"Command: `{st['command']}`; {st['architecture']}, "
+                f"{st['epochs']} epochs, seeds {st['seeds']}, validation {st['validation']}; "
+                f"{st['wall_s'] / 60:.1f} min.", "", st["table"], ""]
+
     notes = REPO / "bench" / "NOTES.md"
     if notes.exists():
         out += [notes.read_text().strip(), ""]
