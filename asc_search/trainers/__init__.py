@@ -1,4 +1,4 @@
-"""Trainers: the training loop and clip-level metrics."""
+"""Trainers: the training loop, augmentation, distillation, pruning, QAT, transfer learning and metrics."""
 
 from asc_search.trainers._augment import (
     Augmentation,
@@ -18,6 +18,7 @@ from asc_search.trainers._metrics import (
     grouped_accuracy,
 )
 from asc_search.trainers._prune import prune_model, which_channels
+from asc_search.trainers._transfer import load_pretrained, two_phase_transfer
 
 __all__ = [
     "Augmentation",
@@ -41,4 +42,6 @@ __all__ = [
     "predict_clips",
     "prune_model",
     "which_channels",
+    "load_pretrained",
+    "two_phase_transfer",
 ]
