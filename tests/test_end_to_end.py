@@ -35,8 +35,9 @@ def _check_run(run: Path, *, max_bytes: int, max_macs: int, expect_classes: int,
     assert pareto["front"] and pareto["counts"]["rejected"] == len(rejected)
     front_ids = {r["trial_id"] for r in trained if r["on_front"] == "True"}
     assert front_ids == {f["trial_id"] for f in pareto["front"]}
-    exported = [f for f in pareto["front"] if "validation" in f]
-    assert len(exported) == min(max_export, len(pareto["front"]))
+    singles = [f for f in pareto["front"] if f["trial_id"] != "ensemble"]  # the ensemble is exported on its own
+    exported = [f for f in singles if "validation" in f]
+    assert len(exported) == min(max_export, len(singles))
     for f in exported:
         v = json.loads((run / f["validation"]).read_text())
         assert (run / "models" / f["trial_id"] / "model_int8.tflite").exists()
@@ -71,7 +72,8 @@ def test_search_on_esc10_with_a_tiny_budget(esc10, tmp_path):
     import optuna
 
     study = optuna.load_study(study_name="asc-search", storage=f"sqlite:///{run / 'optuna.db'}")
-    assert len(study.trials) == len(list(csv.DictReader(open(run / "trials.csv"))))  # trained + rejected
+    trial_rows = [r for r in csv.DictReader(open(run / "trials.csv")) if r["trial_id"] != "ensemble"]
+    assert len(study.trials) == len(trial_rows)  # trained + rejected
     assert any(t.user_attrs.get("rejected") for t in study.trials)
     assert list((run / "tune").glob("trial_*/events.out.tfevents.*"))  # Ray's TensorBoard logs
     n_rows = len(list(csv.DictReader(open(run / "trials.csv"))))
@@ -198,7 +200,8 @@ def test_three_front_ends_and_two_rates_compute_each_front_end_once(esc10, tmp_p
               "--sample-rates-hz", "8000,16000", "--chunks-s", "1", "--deltas", "0,2", "--trials", "6",
               "--epochs", "1", "--out", str(run), "--max-export", "1"], cwd=tmp_path)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    rows = [r for r in csv.DictReader(open(run / "trials.csv")) if r["status"] == "completed"]
+    rows = [r for r in csv.DictReader(open(run / "trials.csv"))
+            if r["status"] == "completed" and r["trial_id"] != "ensemble"]  # the ensemble has no front-end of its own
     static = {(r["kind"], r["sample_rate_hz"], r["n_bins"], r["hop_ms"], r["chunk_s"]) for r in rows}
     events = [json.loads(line) for line in (run / "cache" / "events.jsonl").read_text().splitlines()]
     misses = [e["key"] for e in events if not e["hit"]]

@@ -40,9 +40,10 @@ def cli(args: list[str], cwd: Path, timeout: float = 600, **extra_env: str) -> s
 
 
 def trials(run: Path) -> list[dict]:
-    """The rows of ``trials.csv``."""
+    """The rows of ``trials.csv`` of the search's trials (the post-search ensemble's row, when one was selected,
+    is left out: it is no trial)."""
     with open(run / "trials.csv", newline="") as f:
-        return list(csv.DictReader(f))
+        return [r for r in csv.DictReader(f) if r["trial_id"] != "ensemble"]
 
 
 def free_port() -> int:
