@@ -49,7 +49,8 @@ bench:
 	$(BIN)/python bench/orchestration.py --trials 40
 	$(BIN)/python bench/export.py --exports 2
 	$(BIN)/python bench/search_quality.py --trials 8 --epochs 1 --seeds 0,1,2 --time-limit-s 120
-	$(BIN)/python bench/stages.py --epochs 15 --seeds 0,1,2
+	$(BIN)/python bench/stages.py --epochs 15 --seeds 0,1,2 --groups augmentation,basd,cssd,pruning,pool
+	$(BIN)/python bench/stages.py --epochs 15 --seeds 0,1,2 --groups qat --name stages_qat --no-ensemble
 	$(BIN)/python bench/report.py
 
 lint: install

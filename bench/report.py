@@ -157,11 +157,13 @@ def main() -> int:
         out += ["", f"Feature cache: first trial {c['first_trial_s']:.3f} s (computes), second "
                 f"{c['second_trial_s']:.4f} s (memory-mapped load): speed-up {c['speed_up']:.0f}×.", ""]
 
-    st = _load("stages")
-    if st:
-        out += ["## Training stages (issue 5)", "", f"Command: `{st['command']}`; {st['architecture']}, "
-                f"{st['epochs']} epochs, seeds {st['seeds']}, validation {st['validation']}; "
-                f"{st['wall_s'] / 60:.1f} min.", "", st["table"], ""]
+    for title, st in (("## Training stages (issue 5)", _load("stages")),
+                      ("### Quantisation-aware training vs post-training quantisation", _load("stages_qat"))):
+        if not st:
+            continue
+        out += [title, "",
+                f"Command: `{st['command']}`; {st['architecture']}, {st['epochs']} epochs, seeds {st['seeds']}, "
+                f"validation {st['validation']}; {st['wall_s'] / 60:.1f} min.", "", st["table"], ""]
 
     notes = REPO / "bench" / "NOTES.md"
     if notes.exists():

@@ -90,6 +90,7 @@ def main() -> None:
     ap.add_argument("--groups", default="augmentation,basd,cssd,pruning,pool,qat",
                     help="stages to measure (the ensemble is selected from every model trained)")
     ap.add_argument("--name", default="stages", help="result file bench/results/<name>.json")
+    ap.add_argument("--no-ensemble", action="store_true", help="skip the ensemble rows")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
@@ -132,6 +133,8 @@ def main() -> None:
                              **{k: v for k, v in t.items() if k not in ("result", "genome")}})
                 print(f"seed {seed} {group:12s} {name:32s} acc {t['accuracy']:.3f} ({t['train_s']:.0f} s)",
                       flush=True)
+            if args.no_ensemble:
+                continue
             # the best ensemble under dcase2022 over every distinct model this seed trained
             cands = [EnsembleCandidate(trial_id=f"{t['genome'].summary()} @{r}", int8_bytes=t["int8_bytes"],
                                        macs=t["macs"], params=t["params"], val_probs=t["result"].val_probs)
