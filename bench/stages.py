@@ -169,11 +169,14 @@ def _table(rows: list[dict]) -> str:
         accs = [r["accuracy"] for r in rs if r.get("accuracy") is not None]
         mean = f"{statistics.mean(accs):.3f}" if accs else "-"
         per = " / ".join(f"{a:.3f}" for a in accs)
+        if group == "ensemble" and rs[0]["variant"].startswith("ensemble"):
+            variant = "ensemble (fusion, members, INT8 bytes per seed: " + "; ".join(
+                f"{r['variant'].split('(')[1].split(',')[0]}, {len(r['members'])}, {r['int8_bytes']:,}" for r in rs) + ")"
         q = ""
         if rs[0].get("int8_accuracy") is not None:
             q = " / ".join(f"{r['int8_accuracy']:.3f}, {r['int8_float_patch_agreement']:.3f}" for r in rs)
         b, m = rs[0].get("int8_bytes"), rs[0].get("macs")
-        name = variant if group != "ensemble" else rs[0]["variant"]
+        name = variant
         lines.append(f"| {group} | {name} | {mean} | {per} | {b:,} | {m:,} | {q} |" if b is not None else
                      f"| {group} | {name} | {mean} | {per} | - | - | {q} |")
     return "\n".join(lines)
