@@ -74,6 +74,8 @@ def _search_parser() -> argparse.ArgumentParser:
                    "policy (low-loss samples augmented more)")
     g.add_argument("--weight-decay", default="1e-4", help="Adam weight-decay choices (default 1e-4)")
     g.add_argument("--warmup-epochs", default="0", help="learning-rate warm-up choices in epochs (default 0)")
+    g.add_argument("--epoch-choices", default="", help="training-epoch choices, e.g. 10,20 (default: --epochs)")
+    g.add_argument("--batch-size-choices", default="", help="batch-size choices, e.g. 32,64 (default: --batch-size)")
     g.add_argument("--kd", default="none", help="distillation teachers: none,basd,cssd,ensemble (default none)")
     g.add_argument("--kd-alpha", default="0.5", help="choices of the hard-label weight alpha, each in [0, 1]")
     g.add_argument("--kd-temperature", default="2", help="choices of the distillation temperature T, each > 0")
@@ -301,6 +303,8 @@ def _cmd_search(argv: list[str]) -> int:
         augment=_csv(args.augment, str, "--augment") if args.augment else (), sapaugment=args.sapaugment,
         weight_decays=_csv(args.weight_decay, float, "--weight-decay"),
         warmup_epochs=_csv(args.warmup_epochs, int, "--warmup-epochs"), kd=_csv(args.kd, str, "--kd"),
+        epoch_choices=_csv(args.epoch_choices, int, "--epoch-choices"),
+        batch_size_choices=_csv(args.batch_size_choices, int, "--batch-size-choices"),
         kd_alphas=_csv(args.kd_alpha, float, "--kd-alpha"), kd_temperatures=_csv(args.kd_temperature, float,
                                                                                   "--kd-temperature"),
         kd_teacher_rate_hz=args.kd_teacher_rate_hz, prune_ratios=_csv(args.prune, float, "--prune"),

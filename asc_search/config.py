@@ -56,6 +56,8 @@ class RunConfig:
             ``cutmix``, ``freq_mixstyle``.
         sapaugment: Let the search also scale augmentation by SapAugment's per-sample policy (a gene).
         weight_decays: Adam weight-decay choices.
+        epoch_choices: Training-epoch choices of the search (each >= 1; empty: ``epochs`` for every trial).
+        batch_size_choices: Batch-size choices of the search (each >= 1; empty: ``batch_size`` for every trial).
         warmup_epochs: Learning-rate warm-up choices (epochs).
         kd: Distillation teachers the search may pick: ``none``, ``basd``, ``cssd``, ``ensemble``.
         kd_alphas: Choices of the hard-label weight α of the distillation loss (each in [0, 1]).
@@ -94,6 +96,8 @@ class RunConfig:
     augment: tuple[str, ...] = ()
     sapaugment: bool = False
     weight_decays: tuple[float, ...] = (1e-4,)
+    epoch_choices: tuple[int, ...] = ()
+    batch_size_choices: tuple[int, ...] = ()
     warmup_epochs: tuple[int, ...] = (0,)
     kd: tuple[str, ...] = ("none",)
     kd_alphas: tuple[float, ...] = (0.5,)
@@ -131,6 +135,9 @@ class RunConfig:
             raise UserInputError(f"--qat must be one of {', '.join(QAT_MODES)}, got {self.qat!r}")
         if self.sapaugment and not self.augment:
             raise UserInputError("--sapaugment scales augmentations; name some with --augment (e.g. mixup,specaugment)")
+        if any(e < 1 for e in self.epoch_choices) or any(b < 1 for b in self.batch_size_choices):
+            raise UserInputError(f"--epoch-choices and --batch-size-choices must be >= 1, got "
+                                 f"{list(self.epoch_choices)}, {list(self.batch_size_choices)}")
         if any(w < 0 for w in self.warmup_epochs):
             raise UserInputError(f"--warmup-epochs must be >= 0, got {list(self.warmup_epochs)}")
         if self.kd_teacher_rate_hz < 0:

@@ -67,6 +67,7 @@ def test_bad_settings_fail_before_anything_starts(capsys, esc10, tmp_path, flag,
     (["--augment", "mixup,rotate"], "unknown augmentation(s) ['rotate']"),
     (["--sapaugment"], "--sapaugment scales augmentations"),
     (["--qat", "maybe"], "--qat must be one of off, on, search, got 'maybe'"),
+    (["--epoch-choices", "0,10"], "--epoch-choices and --batch-size-choices must be >= 1"),
 ])
 def test_bad_training_settings_are_rejected_at_configuration_time(capsys, esc10, tmp_path, args, expected):
     assert main(["--data", str(esc10), *args, "--out", str(tmp_path / "run")]) == 2

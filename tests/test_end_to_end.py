@@ -247,6 +247,9 @@ def test_search_with_training_genes_exports_pruned_distilled_qat_and_ensemble_mo
         assert v["int8_bytes_tflite"] == v["int8_bytes_genome"] and v["deployable"] is True
         assert abs(v["macs_tflite"] - v["macs_genome"]) <= 0.01 * v["macs_genome"]
         assert v["int8_float_agreement"] >= 0.95
+        m = v["int8_full_metrics"]  # macro-F1, confusion matrix, bootstrap CI, as DeepSpectrumLite reports
+        assert m["accuracy_ci95"][0] <= v["int8"]["accuracy"] <= m["accuracy_ci95"][1] and "macro_f1" in m
+        assert sum(map(sum, m["confusion_matrix"])) == v["validation_clips"]
     kinds = {("pruned" if genomes[v["trial_id"]].training.prunes else "unpruned",
               genomes[v["trial_id"]].training.kd_teacher) for v in singles}
     assert ("pruned", "basd") in kinds or ("pruned", "cssd") in kinds, kinds

@@ -25,7 +25,13 @@ from asc_search.deploy._tflm import (
 from asc_search.deploy._validate import run_int8, tflite_complexity, xnnpack_prepares
 from asc_search.frontends import FeatureCache
 from asc_search.search_spaces import Genome, build_model
-from asc_search.trainers import Normalisation, classification_metrics, clip_probabilities, grouped_accuracy
+from asc_search.trainers import (
+    Normalisation,
+    classification_metrics,
+    clip_probabilities,
+    full_metrics,
+    grouped_accuracy,
+)
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +147,9 @@ def export_and_validate(model_pt: Path, data_by_rate: dict[int, DecodedDataset],
         "int8_weights": tfl.int8_weights, "int32_biases": tfl.int32_biases,
         "validation_clips": int(len(val)), "validation_patches": int(len(x_val)),
         "float": classification_metrics(y, f_clip), "int8": classification_metrics(y, q_clip),
+        # macro-F1, confusion matrix, per-class / per-device accuracy, 95 % bootstrap CIs of accuracy and UAR
+        "int8_full_metrics": full_metrics(y, q_clip, class_names=list(ckpt["class_names"]),
+                                          groups=[data.devices[i] for i in val] if any(data.devices) else None),
         "int8_per_class_accuracy": grouped_accuracy(y, q_clip.argmax(1), [ckpt["class_names"][i] for i in y]),
         "int8_per_device_accuracy": grouped_accuracy(y, q_clip.argmax(1), [data.devices[i] for i in val]),
         "int8_float_agreement": agreement,

@@ -427,6 +427,7 @@ def space_options(config: RunConfig, *, teacher_rate_hz: int = 0) -> SpaceOption
                         chunk_s=tuple(config.chunks_s), deltas=tuple(config.deltas),
                         augmentations=tuple(config.augment), sapaugment=(False, True) if config.sapaugment else (False,),
                         weight_decays=tuple(config.weight_decays), warmup_epochs=tuple(config.warmup_epochs),
+                        epochs=tuple(config.epoch_choices) or (0,), batch_sizes=tuple(config.batch_size_choices) or (0,),
                         kd_teachers=tuple(config.kd), kd_alphas=tuple(config.kd_alphas),
                         kd_temperatures=tuple(config.kd_temperatures),
                         kd_teacher_rate_hz=teacher_rate_hz or config.kd_teacher_rate_hz or 10 ** 9

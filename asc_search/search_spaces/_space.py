@@ -67,6 +67,8 @@ class SpaceOptions:
         augmentations: Augmentations the search may switch on, each an on/off gene ``aug_<name>``.
         sapaugment: SapAugment choices (``(False,)``: never; ``(False, True)``: a gene, when an augmentation is on).
         weight_decays: Adam weight-decay choices.
+        epochs: Training-epoch choices (0: the run's ``--epochs``).
+        batch_sizes: Batch-size choices (0: the run's ``--batch-size``).
         warmup_epochs: Learning-rate warm-up choices (epochs).
         schedules: ``cosine`` / ``constant`` choices.
         kd_teachers: Distillation teacher choices (``none``, ``basd``, ``cssd``, ``ensemble``).
@@ -105,6 +107,8 @@ class SpaceOptions:
     augmentations: tuple[str, ...] = ()
     sapaugment: tuple[bool, ...] = (False,)
     weight_decays: tuple[float, ...] = (1e-4,)
+    epochs: tuple[int, ...] = (0,)
+    batch_sizes: tuple[int, ...] = (0,)
     warmup_epochs: tuple[int, ...] = (0,)
     schedules: tuple[str, ...] = ("cosine",)
     kd_teachers: tuple[str, ...] = ("none",)
@@ -194,6 +198,9 @@ def check_training_options(o) -> None:
     bad = sorted(set(getattr(o, "schedules", ())) - set(SCHEDULES))
     if bad:
         raise UserInputError(f"unknown schedule(s) {bad}; valid: {', '.join(SCHEDULES)}")
+    for name in ("epochs", "batch_sizes"):
+        if any(v < 0 for v in getattr(o, name, ())):
+            raise UserInputError(f"{name} choices must be >= 1 (or 0: the run's value), got {list(getattr(o, name))}")
     if any(w < 0 for w in o.weight_decays):
         raise UserInputError(f"weight decays must be >= 0, got {list(o.weight_decays)}")
     if "cssd" in o.kd_teachers:
@@ -280,6 +287,8 @@ def _sample_training(trial, o: SpaceOptions, params: dict) -> dict:
         if any(out.get(f"s{i}_prune", 0.0) for i in range(1, params["n_stages"] + 1)):
             out["prune_criterion"] = pick("prune_criterion", o.prune_criteria)
     out["qat"] = pick("qat", o.qat)
+    out["epochs"] = pick("epochs", o.epochs)
+    out["batch_size"] = pick("batch_size", o.batch_sizes)
     return out
 
 
@@ -291,6 +300,7 @@ def _training_genes(params: dict) -> TrainingGenes:
         augmentations=tuple(a for a in AUGMENTATIONS if params.get(f"aug_{a}")),
         sapaugment=bool(params.get("sapaugment", False)),
         weight_decay=float(params.get("weight_decay", 1e-4)), warmup_epochs=int(params.get("warmup_epochs", 0)),
+        epochs=int(params.get("epochs", 0)), batch_size=int(params.get("batch_size", 0)),
         schedule=params.get("schedule", "cosine"), kd_teacher=teacher,
         kd_alpha=float(params.get("kd_alpha", 0.5)), kd_temperature=float(params.get("kd_temperature", 2.0)),
         kd_teacher_rate_hz=int(params.get("kd_teacher_rate_hz", 0)) if teacher == "cssd" else 0,

@@ -215,7 +215,11 @@ def test_the_space_samples_training_genes_only_when_the_run_offers_them():
 
 def test_the_trial_parameters_alone_rebuild_a_genome_with_training_genes():
     options = SpaceOptions(sample_rates_hz=(8000,), kd_teachers=("cssd",), kd_teacher_rate_hz=16000,
-                           weight_decays=(1e-3,), prune_ratios=(0.5,), qat=(True,))
+                           weight_decays=(1e-3,), prune_ratios=(0.5,), qat=(True,), epochs=(5, 10), batch_sizes=(32,))
+    genomes = []
     for g, params in _sampled(10, options=options):
         assert genome_from_params(params) == g
         assert g.training.kd_teacher_rate_hz == 16000 and g.training.weight_decay == 1e-3 and g.training.qat
+        assert g.training.batch_size == 32
+        genomes.append(g)
+    assert {g.training.epochs for g in genomes} == {5, 10}
