@@ -117,6 +117,8 @@ class Augmentation:
         name: Registry key (class attribute).
         magnitude: What the per-sample magnitude in the statistics measures (class attribute), e.g.
             ``"partner_weight"`` or ``"masked_fraction"``.
+        mixes_targets: Whether it mixes the targets of two samples (class attribute); the training loop then uses
+            the KL divergence to the mixed labels (``soft_target_loss``).
 
     Raises:
         UserInputError: ``p`` is outside [0, 1].
@@ -124,6 +126,7 @@ class Augmentation:
 
     name: ClassVar[str] = ""
     magnitude: ClassVar[str] = "magnitude"
+    mixes_targets: ClassVar[bool] = False
 
     def __init__(self, *, p: float = 1.0) -> None:
         self.p = _check_probability("p", p)
@@ -306,6 +309,7 @@ class Mixup(Augmentation):
 
     name = "mixup"
     magnitude = "partner_weight"
+    mixes_targets = True
 
     def __init__(self, *, alpha: float = 0.4, p: float = 1.0) -> None:
         self.alpha = _check_positive("alpha", alpha)
@@ -348,6 +352,7 @@ class CutMix(Augmentation):
 
     name = "cutmix"
     magnitude = "box_fraction"
+    mixes_targets = True
 
     def __init__(self, *, alpha: float = 1.0, p: float = 1.0) -> None:
         self.alpha = _check_positive("alpha", alpha)

@@ -24,6 +24,7 @@ from torch import nn
 
 from asc_search._errors import UserInputError
 from asc_search.frontends import ClipFeatures
+from asc_search.trainers._augment import soft_target_loss
 
 
 def kd_loss(student_logits: torch.Tensor, targets: torch.Tensor, teacher_probs: torch.Tensor, *, alpha: float,
@@ -50,9 +51,7 @@ def kd_loss(student_logits: torch.Tensor, targets: torch.Tensor, teacher_probs: 
     if not temperature > 0:
         raise UserInputError(f"kd temperature must be > 0, got {temperature}")
     ce = -(targets * F.log_softmax(student_logits, dim=1)).sum(dim=1).mean()
-    log_q_s = F.log_softmax(student_logits / temperature, dim=1)
-    kl = F.kl_div(log_q_s, teacher_probs, reduction="batchmean")
-    return alpha * ce + (1.0 - alpha) * temperature ** 2 * kl
+    return alpha * ce + (1.0 - alpha) * soft_target_loss(student_logits, teacher_probs, temperature=temperature)
 
 
 @dataclass(kw_only=True)

@@ -14,6 +14,7 @@ from torch import nn
 
 from asc_search._errors import UserInputError
 from asc_search.frontends import ClipFeatures, add_deltas
+from asc_search.trainers._augment import soft_target_loss
 from asc_search.trainers._distill import TeacherLogits, kd_loss
 from asc_search.trainers._metrics import classification_metrics, clip_probabilities
 
@@ -216,9 +217,8 @@ def fit(model: nn.Module, features: ClipFeatures, labels: np.ndarray, train_clip
     opt = torch.optim.Adam(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: lr_factor(e, settings))
     augmentations = list(augmentations or [])
-    mixing = any(getattr(a, "name", "") in ("mixup", "cutmix") for a in augmentations)
+    mixing = any(a.mixes_targets for a in augmentations)
     generator = torch.Generator(device=device).manual_seed(settings.seed)
-    n_classes = None
     frame_s = features.layout.frontend.hop_samples / features.layout.frontend.sample_rate_hz
     t = features.layout.patch_frames
     frames = np.diff(features.offsets)
@@ -227,6 +227,11 @@ def fit(model: nn.Module, features: ClipFeatures, labels: np.ndarray, train_clip
     y_val = labels[val_clips]
     x_val, val_owner = features.patches(val_clips)
     x_val = norm.apply(x_val)  # once: the validation patches do not change between epochs
+    n_classes = None
+    if augmentations or teacher is not None:  # the one-hot targets' width: the model's outputs (eval: no BN update)
+        model.eval()
+        with torch.no_grad():
+            n_classes = int(model(torch.from_numpy(x_val[:1]).to(device)).shape[1])
     frame_range = np.arange(t)
     best: FitResult | None = None
     history: list[dict] = []
@@ -244,10 +249,7 @@ def fit(model: nn.Module, features: ClipFeatures, labels: np.ndarray, train_clip
             x = features.features[:, cols].transpose(1, 0, 2)[:, None].astype(np.float32)
             xb = torch.from_numpy(norm.apply(x)).to(device, non_blocking=True)
             yb = torch.from_numpy(labels[idx]).to(device, non_blocking=True)
-            if augmentations or teacher is not None:
-                if n_classes is None:
-                    with torch.no_grad():
-                        n_classes = int(model(xb[:1]).shape[1])
+            if n_classes is not None:
                 targets = [torch.nn.functional.one_hot(yb, n_classes).float()]
                 if teacher is not None:
                     targets.append(teacher.probs(idx, st * frame_s, settings.kd_temperature, device=device))
@@ -267,8 +269,6 @@ def fit(model: nn.Module, features: ClipFeatures, labels: np.ndarray, train_clip
                 loss = kd_loss(logits, targets[0], targets[1], alpha=settings.kd_alpha,
                                temperature=settings.kd_temperature)
             elif mixing:
-                from asc_search.trainers._augment import soft_target_loss
-
                 loss = soft_target_loss(logits, targets[0])
             else:
                 loss = torch.nn.functional.cross_entropy(logits, yb)

@@ -26,15 +26,22 @@ def test_fit_with_mixup_specaugment_and_sapaugment_logs_what_each_did(esc10_smal
         assert 0.05 < log[name]["samples_augmented"] / n_crops < 0.35
 
 
-def test_fit_without_genes_is_unchanged_by_them(esc10_small):
+def test_distillation_with_alpha_one_trains_exactly_as_plain_cross_entropy(esc10_small):
+    """With α = 1 the KD loss is the cross-entropy on the labels: the teacher path (cached teacher, one-hot targets,
+    the class-count probe) must not change training, batch-norm statistics included."""
+    from asc_search.trainers import compute_teacher_logits
+
     data, genome, features = esc10_small
     train, val = np.flatnonzero(~data.is_validation), np.flatnonzero(data.is_validation)
     norm = Normalisation.fit(features, train)
+    teacher = compute_teacher_logits(build_model(genome, data.n_classes), features, norm, train)
     runs = []
-    for augs in (None, []):
+    for t in (None, teacher):
         torch.manual_seed(0)
         model = build_model(genome, data.n_classes)
-        runs.append(fit(model, features, data.labels, train, val, norm, TrainSettings(epochs=1, batch_size=16),
-                        augmentations=augs))
-    np.testing.assert_array_equal(runs[0].val_probs, runs[1].val_probs)
-    assert runs[0].augmentation_log == {}
+        runs.append((fit(model, features, data.labels, train, val, norm,
+                         TrainSettings(epochs=1, batch_size=16, kd_alpha=1.0), teacher=t), model.state_dict()))
+    np.testing.assert_allclose(runs[0][0].val_probs, runs[1][0].val_probs, atol=1e-5)
+    for k, v in runs[0][1].items():
+        torch.testing.assert_close(v, runs[1][1][k], atol=1e-5, rtol=1e-4)
+    assert runs[0][0].augmentation_log == {}
