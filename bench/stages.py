@@ -66,7 +66,7 @@ def _variants() -> list[tuple[str, str, int, TrainingGenes]]:
     ]
 
 
-def _int8(result, genome, data, features, cache_dir: Path, n_classes: int) -> dict:
+def _int8(result, norm, genome, data, cache_dir: Path, n_classes: int) -> dict:
     """Export to INT8 and validate like the search's export step; INT8 accuracy and INT8/float agreement."""
     from asc_search.deploy._bundle import export_and_validate
     from asc_search.search._trainable import save_candidate
@@ -75,7 +75,7 @@ def _int8(result, genome, data, features, cache_dir: Path, n_classes: int) -> di
         model_pt = Path(tmp) / genome.genome_id / "model.pt"
         model_pt.parent.mkdir()
         save_candidate(model_pt, genome=genome, state_dict=result.state_dict, n_classes=n_classes,
-                       class_names=list(data.class_names), norm=result.norm, metrics={})
+                       class_names=list(data.class_names), norm=norm, metrics={})
         v = export_and_validate(model_pt, {genome.frontend.sample_rate_hz: data}, FeatureCache(cache_dir),
                                 get_budget("dcase2022"))
     return {"int8_accuracy": v["int8"]["accuracy"], "int8_float_agreement": v["int8_float_agreement"],
@@ -120,17 +120,18 @@ def main() -> None:
                     data = data_by_rate[rate]
                     features, _ = cache.get(data, patch_layout(genome))
                     t0 = time.time()
-                    result, stages = train_genome(genome, data_by_rate, features, cache=cache, settings=settings)
+                    trained_genome = train_genome(genome, data_by_rate, features, cache=cache, settings=settings)
+                    result, stages = trained_genome.result, trained_genome.stages
                     c = count_complexity(genome, n_classes=n_classes)
                     m = classification_metrics(data.labels[data.is_validation], result.val_probs)
-                    trained[key] = {"result": result, "genome": genome, "train_s": time.time() - t0,
+                    trained[key] = {"result": result, "norm": trained_genome.norm, "genome": genome, "train_s": time.time() - t0,
                                     "accuracy": m["accuracy"], "log_loss": m["log_loss"], "int8_bytes": c.int8_bytes,
                                     "macs": c.macs, "params": c.params, "stages": stages}
-                    if group == "qat":
-                        trained[key] |= _int8(result, genome, data, features, Path(tmp) / "cache", n_classes)
                 t = trained[key]
+                if group == "qat" and "int8_accuracy" not in t:  # also when another group trained it already
+                    t |= _int8(t["result"], t["norm"], genome, data_by_rate[rate], Path(tmp) / "cache", n_classes)
                 rows.append({"group": group, "variant": name, "seed": seed, "sample_rate_hz": rate,
-                             **{k: v for k, v in t.items() if k not in ("result", "genome")}})
+                             **{k: v for k, v in t.items() if k not in ("result", "norm", "genome")}})
                 print(f"seed {seed} {group:12s} {name:32s} acc {t['accuracy']:.3f} ({t['train_s']:.0f} s)",
                       flush=True)
             if args.no_ensemble:

@@ -27,7 +27,7 @@ from asc_search.constraints import count_complexity, patch_layout
 from asc_search.data import DecodedDataset
 from asc_search.frontends import FeatureCache
 from asc_search.search_spaces import Genome, build_model
-from asc_search.trainers import Normalisation, TrainSettings, fit, grouped_accuracy
+from asc_search.trainers import FitResult, Normalisation, TrainSettings, fit, grouped_accuracy
 from asc_search.trainers._fit import training_device
 
 log = logging.getLogger(__name__)
@@ -200,27 +200,44 @@ def _train(genome: Genome, data_by_rate: dict[int, DecodedDataset], settings: Tr
         history.append({**row, "epoch": epochs_done[0], "stage_epoch": row["epoch"], "stage": stage})
         reports.append({**history[-1], **static, "feature_cache_hit": hit, "final": False})
 
-    result, stages = train_genome(genome, data_by_rate, features, cache=cache, settings=settings, device=device,
-                                  on_epoch=on_epoch, poison=fault == "nan", tune_dir=settings.tune_dir)
+    trained = train_genome(genome, data_by_rate, features, cache=cache, settings=settings, device=device,
+                           on_epoch=on_epoch, poison=fault == "nan", tune_dir=settings.tune_dir)
+    result = trained.result
     val = np.flatnonzero(data.is_validation)
     y_val, pred = data.labels[val], result.val_probs.argmax(1)
     final = {**reports[-1], "final": True, "best_val_accuracy": result.val_metrics["accuracy"],
              "val_per_device_accuracy": grouped_accuracy(y_val, pred, [data.devices[i] for i in val]),
              "val_per_class_accuracy": grouped_accuracy(y_val, pred, [data.class_names[i] for i in y_val]),
              "best_val_log_loss": result.val_metrics["log_loss"], "best_val_uar": result.val_metrics["uar"],
-             "best_epoch": result.best_epoch, "stop_reason": result.stop_reason, "stages": stages,
+             "best_epoch": result.best_epoch, "stop_reason": result.stop_reason, "stages": trained.stages,
              "finished_at": time.time()}
     with tempfile.TemporaryDirectory() as tmp:
         save_candidate(Path(tmp) / "model.pt", genome=genome, state_dict=result.state_dict,
-                       n_classes=data.n_classes, class_names=list(data.class_names), norm=result.norm, metrics=final)
+                       n_classes=data.n_classes, class_names=list(data.class_names), norm=trained.norm, metrics=final)
         (Path(tmp) / "history.json").write_text(json.dumps(history))
         np.save(Path(tmp) / "val_probs.npy", result.val_probs.astype(np.float32))
         tune.report(final, checkpoint=tune.Checkpoint.from_directory(tmp))
 
 
+@dataclass(kw_only=True)
+class TrainedGenome:
+    """What ``train_genome`` returns.
+
+    Args:
+        result: The last stage's ``FitResult``: the deployed (pruned, QAT-trained) network's weights and metrics.
+        norm: The model input's normalisation (fit on the training clips).
+        stages: Per stage (``teacher_basd``, ``train``, ``pruned_finetune``, ``qat`` ...): best validation accuracy,
+            epochs, and what it did.
+    """
+
+    result: FitResult
+    norm: Normalisation
+    stages: dict
+
+
 def train_genome(genome: Genome, data_by_rate: dict[int, DecodedDataset], features, *, cache: FeatureCache,
                  settings: TrialSettings, device: str = "cpu", on_epoch=None, poison: bool = False,
-                 tune_dir: str = ""):
+                 tune_dir: str = "") -> TrainedGenome:
     """Train a genome through every stage its training genes ask for, in order:
 
     1. a teacher, when distilling: BASD (the same network, a first generation), CSSD (the same network on
@@ -243,8 +260,7 @@ def train_genome(genome: Genome, data_by_rate: dict[int, DecodedDataset], featur
         tune_dir: The run's Tune folder (the ensemble teacher's members are its finished trials).
 
     Returns:
-        ``(result, stages)``: the last stage's ``FitResult`` (weights of the deployed network, with ``norm`` set),
-        and per stage its best validation accuracy, epochs and what it did.
+        The last stage's result, the normalisation and the per-stage record.
     """
     from asc_search.trainers._augment import SapAugment, get_augmentation
     from asc_search.trainers._distill import compute_teacher_logits
@@ -263,10 +279,11 @@ def train_genome(genome: Genome, data_by_rate: dict[int, DecodedDataset], featur
     sap = SapAugment() if t.sapaugment else None
     stages: dict = {}
 
-    def run(model, stage: str, st: TrainSettings, teacher=None, feats=features, nm=norm, aug=True):
+    def run(model, stage: str, st: TrainSettings, teacher=None, feats=features, nm=norm):
+        # labels and clip order are the same at every decoded rate (one manifest)
         hook = (lambda row: on_epoch(row, stage)) if on_epoch else None
-        r = fit(model, feats, data_by_rate[_rate(feats)].labels, train, val, nm, st, on_epoch=hook, device=device,
-                augmentations=augs if aug else None, sapaugment=sap if aug else None, teacher=teacher)
+        r = fit(model, feats, data.labels, train, val, nm, st, on_epoch=hook, device=device, augmentations=augs,
+                sapaugment=sap, teacher=teacher)
         stages[stage] = {"best_val_accuracy": r.val_metrics["accuracy"], "best_epoch": r.best_epoch,
                          "epochs": len(r.history), **({"augmentation": r.augmentation_log} if r.augmentation_log
                                                       else {})}
@@ -302,8 +319,7 @@ def train_genome(genome: Genome, data_by_rate: dict[int, DecodedDataset], featur
     if t.prunes:
         from asc_search.trainers._prune import prune_model
 
-        example = torch.from_numpy(norm.apply(features.patches(train[:1])[0][:1]))
-        model = prune_model(model.cpu(), genome.arch, t.prune_ratios, t.prune_criterion, example)
+        model = prune_model(model.cpu(), genome.arch, t.prune_ratios, t.prune_criterion)
         ft = dataclasses.replace(base, epochs=max(1, epochs // 2), warmup_epochs=0)
         result = run(model, "pruned_finetune", ft, teacher=teacher)
         stages["pruned_finetune"]["prune_ratios"] = list(t.prune_ratios)
@@ -316,12 +332,7 @@ def train_genome(genome: Genome, data_by_rate: dict[int, DecodedDataset], featur
         result = qat_finetune(model.cpu(), features, data.labels, train, val, norm, qs, device=device, on_epoch=hook)
         stages["qat"] = {"best_val_accuracy": result.val_metrics["accuracy"], "best_epoch": result.best_epoch,
                          "epochs": len(result.history)}
-    result.norm = norm
-    return result, stages
-
-
-def _rate(features) -> int:
-    return int(features.layout.frontend.sample_rate_hz)
+    return TrainedGenome(result=result, norm=norm, stages=stages)
 
 
 def _ensemble_teacher(tune_dir: str, data_by_rate: dict[int, DecodedDataset], cache: FeatureCache,
