@@ -18,8 +18,7 @@ class _TrainingChoices:
         self.augmentations, self.kd_teachers = c.augment, c.kd
         self.kd_alphas, self.kd_temperatures, self.weight_decays = c.kd_alphas, c.kd_temperatures, c.weight_decays
         self.prune_ratios, self.prune_criteria = c.prune_ratios, c.prune_criteria
-        # a teacher rate of 0 means the native rate, which no student exceeds: checked once the data is read
-        self.kd_teacher_rate_hz = c.kd_teacher_rate_hz or 10 ** 9
+        self.kd_teacher_rate_hz = c.kd_teacher_rate_hz  # 0: the native rate, checked once the data is read
         self.sample_rates_hz = c.sample_rates_hz
 
 

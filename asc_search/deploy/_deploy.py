@@ -281,15 +281,16 @@ def make_bundle(run_dir: str | Path, pick: str, *, out: str | Path | None = None
     Raises:
         UserInputError: The pick names no exported deployable model, or the model breaks the target budget.
     """
+    from asc_search.deploy._ensemble import ENSEMBLE_DIR
     from asc_search.report import load_run
 
     run = load_run(run_dir)
-    if pick == "ensemble":
-        members = json.loads((run.run_dir / "models" / "ensemble" / "validation.json").read_text()).get("members", [])
+    if pick == ENSEMBLE_DIR:
+        members = json.loads((run.run_dir / "models" / ENSEMBLE_DIR / "validation.json").read_text()).get("members", [])
         raise UserInputError(f"an ensemble is deployed member by member: bundle each member (--pick "
                              f"{' / '.join(map(str, members)) or 'ID'}) and fuse their clip probabilities as "
-                             f"{run.run_dir / 'models' / 'ensemble' / 'fusion.json'} says")
-    exported = {v["trial_id"]: v for v in run.exported if "error" not in v and v.get("trial_id") != "ensemble"}
+                             f"{run.run_dir / 'models' / ENSEMBLE_DIR / 'fusion.json'} says")
+    exported = {v["trial_id"]: v for v in run.exported if "error" not in v and v.get("trial_id") != ENSEMBLE_DIR}
     deployable = sorted((v for v in exported.values() if v.get("deployable")),
                         key=lambda v: (-v["int8"]["accuracy"], v["macs_tflite"]))
     if pick == "best":

@@ -18,7 +18,7 @@ from asc_search.trainers._metrics import full_metrics
 log = logging.getLogger(__name__)
 
 ENSEMBLE_DIR = "ensemble"
-"""Folder of the ensemble under ``run_dir/models/``."""
+"""Folder of the ensemble under ``run_dir/models/``, and its ``trial_id`` in ``trials.csv`` and the reports."""
 
 MEMBER_FILES = ("validation.json", "model_int8.tflite", "val_probs_float.npy", "val_probs_int8.npy")
 """Files ``export_and_validate`` leaves in a member's folder that the ensemble export reads."""

@@ -21,6 +21,7 @@ from asc_search._io import read_jsonl, write_json, write_text
 from asc_search.config import RunConfig
 from asc_search.constraints import Budget, count_complexity, get_budget
 from asc_search.data import DecodedDataset, decode_dataset, load_manifest, native_sample_rate_hz
+from asc_search.deploy._ensemble import ENSEMBLE_DIR as ENSEMBLE_ID
 from asc_search.search._pareto import hypervolume_2d, mark_front, pareto_front, sort_rows
 from asc_search.search._searcher import MODES, OBJECTIVES, DefineByRunSpace, FeasibleOptunaSearch
 from asc_search.search._trainable import TrialSettings, parse_faults, train_candidate
@@ -258,7 +259,7 @@ def run_search(config: RunConfig, *, on_progress: Callable[[str], None] | None =
     students = tuple(data_report["sample_rates_hz"])
     options = replace(options, sample_rates_hz=students,
                       chunk_s=tuple(sorted({full_s if c == FULL_CLIP else c for c in options.chunk_s})),
-                      kd_teacher_rate_hz=(config.kd_teacher_rate_hz or max(data_by_rate)) if "cssd" in config.kd else 0)
+                      kd_teacher_rate_hz=max(data_report["decoded_rates_hz"]) if "cssd" in config.kd else 0)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text(run_dir / "config.yaml", yaml.safe_dump({
         "run": config.to_dict(), "budget": budget.__dict__, "sample_rates_hz": list(students),
@@ -293,10 +294,6 @@ def _finish(config: RunConfig, run_dir: Path, rows: list[dict], data_by_rate: di
     return report_run(run_dir)
 
 
-ENSEMBLE_ID = "ensemble"
-"""``trial_id`` of the selected ensemble's row in ``trials.csv`` (its export is ``models/ensemble/``)."""
-
-
 def _select_ensemble(rows: list[dict], data_by_rate: dict[int, DecodedDataset], budget: Budget,
                      say: Callable[[str], None]):
     """Greedy ensemble selection over the completed trials under the budget; None unless it picks 2+ members."""
@@ -320,13 +317,10 @@ def _select_ensemble(rows: list[dict], data_by_rate: dict[int, DecodedDataset], 
 
 
 def _ensemble_row(sel) -> dict:
-    """The ensemble as a ``trials.csv`` row: a Pareto candidate with the members' summed complexity."""
-    m = sel.val_metrics
-    return {**{k: "" for k in TRIAL_COLUMNS}, "trial_id": ENSEMBLE_ID, "status": "completed",
-            "summary": f"ensemble ({sel.fusion}) of {' + '.join(sel.members)}", "params": sel.params or "",
-            "int8_bytes": sel.int8_bytes, "macs": sel.macs, "best_val_accuracy": m["accuracy"],
-            "best_val_log_loss": m["log_loss"], "best_val_uar": m["uar"], "on_front": False,
-            "finished_at": time.time(), "_checkpoint": None, "members": list(sel.members)}
+    """The ensemble as a ``trials.csv`` row (``EnsembleSelection.as_row``): a Pareto candidate with the members'
+    summed complexity; the columns it has no value for are empty."""
+    return {**{k: "" for k in TRIAL_COLUMNS}, **sel.as_row(ENSEMBLE_ID), "on_front": False,
+            "finished_at": time.time(), "_checkpoint": None}
 
 
 def _export_ensemble(run_dir: Path, sel, rows: list[dict], data_by_rate: dict[int, DecodedDataset], budget: Budget,
@@ -415,14 +409,10 @@ def resume_search(run_dir: str | Path, *, address: str | None = None, cpus_per_t
     return _finish(config, run_dir, rows, data_by_rate, budget, say)
 
 
-def space_options(config: RunConfig, *, teacher_rate_hz: int = 0) -> SpaceOptions:
+def space_options(config: RunConfig) -> SpaceOptions:
     """The search space of a run: the defaults with the run's front-end, rate, chunk and delta choices and its
-    training-gene choices (augmentation, schedule, distillation, pruning, QAT).
-
-    Args:
-        config: The run.
-        teacher_rate_hz: The CSSD teacher's rate once the data is known (0: ``config.kd_teacher_rate_hz``).
-    """
+    training-gene choices (augmentation, schedule, distillation, pruning, QAT). The CSSD teacher's rate is the
+    configured one (0: the native rate, which ``run_search`` fills in once the data is read)."""
     return SpaceOptions(frontends=tuple(config.frontends), sample_rates_hz=tuple(config.sample_rates_hz) or (1,),
                         chunk_s=tuple(config.chunks_s), deltas=tuple(config.deltas),
                         augmentations=tuple(config.augment), sapaugment=(False, True) if config.sapaugment else (False,),
@@ -430,8 +420,7 @@ def space_options(config: RunConfig, *, teacher_rate_hz: int = 0) -> SpaceOption
                         epochs=tuple(config.epoch_choices) or (0,), batch_sizes=tuple(config.batch_size_choices) or (0,),
                         kd_teachers=tuple(config.kd), kd_alphas=tuple(config.kd_alphas),
                         kd_temperatures=tuple(config.kd_temperatures),
-                        kd_teacher_rate_hz=teacher_rate_hz or config.kd_teacher_rate_hz or 10 ** 9
-                        if "cssd" in config.kd else 0,
+                        kd_teacher_rate_hz=config.kd_teacher_rate_hz if "cssd" in config.kd else 0,
                         prune_ratios=tuple(config.prune_ratios), prune_criteria=tuple(config.prune_criteria),
                         qat=config.qat_choices)
 

@@ -74,7 +74,8 @@ class SpaceOptions:
         kd_teachers: Distillation teacher choices (``none``, ``basd``, ``cssd``, ``ensemble``).
         kd_alphas: Choices of the hard-label weight α (each in [0, 1]).
         kd_temperatures: Choices of the temperature T (each > 0).
-        kd_teacher_rate_hz: Sample rate of the CSSD teacher (Hz; at least every student rate); 0: none.
+        kd_teacher_rate_hz: Sample rate of the CSSD teacher (Hz; at least every student rate); 0: not known yet
+            (a run fills in the data's native rate once it has read the data).
         prune_ratios: Pruning-ratio choices of each prunable stage (each in [0, 1); ``(0.0,)``: no pruning).
         prune_criteria: ``cosine`` / ``l1`` choices.
         qat: Quantisation-aware fine-tuning choices (``(False,)``, ``(True,)`` or both).
@@ -205,10 +206,10 @@ def check_training_options(o) -> None:
         raise UserInputError(f"weight decays must be >= 0, got {list(o.weight_decays)}")
     if "cssd" in o.kd_teachers:
         rates = [r for r in getattr(o, "sample_rates_hz", ()) if r > 1]
-        if o.kd_teacher_rate_hz <= 0:
-            raise UserInputError("the cssd teacher needs its sample rate (kd_teacher_rate_hz / --kd-teacher-rate-hz, "
-                                 f"Hz), got {o.kd_teacher_rate_hz}")
-        low = [r for r in rates if r > o.kd_teacher_rate_hz]
+        if o.kd_teacher_rate_hz < 0:
+            raise UserInputError("the cssd teacher's sample rate (kd_teacher_rate_hz / --kd-teacher-rate-hz) must be "
+                                 f"> 0 Hz, or 0 for the data's native rate; got {o.kd_teacher_rate_hz}")
+        low = [r for r in rates if r > o.kd_teacher_rate_hz > 0]
         if low:
             raise UserInputError(f"the CSSD teacher's sample rate {o.kd_teacher_rate_hz} Hz is below the student "
                                  f"rate(s) {low} Hz; a teacher must run at the student's rate or higher")
@@ -276,6 +277,9 @@ def _sample_training(trial, o: SpaceOptions, params: dict) -> dict:
         out["kd_alpha"] = pick("kd_alpha", o.kd_alphas)
         out["kd_temperature"] = pick("kd_temperature", o.kd_temperatures)
         if teacher == "cssd":
+            if o.kd_teacher_rate_hz <= 0:
+                raise UserInputError("the search space offers the cssd teacher but no teacher rate; set "
+                                     "SpaceOptions.kd_teacher_rate_hz (Hz)")
             out["kd_teacher_rate_hz"] = pick("kd_teacher_rate_hz", [o.kd_teacher_rate_hz])
     if set(o.prune_ratios) != {0.0}:
         from asc_search.search_spaces._pruning import prunable_stages
