@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from scipy.special import softmax
 
 from asc_search._errors import UserInputError
 from asc_search.constraints import Budget
-from asc_search.trainers._metrics import full_metrics
+from asc_search.trainers._metrics import classification_metrics, full_metrics
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +148,7 @@ def fuse(probs_list: Sequence[np.ndarray], rule: str) -> np.ndarray:
     if rule == "mean":
         return stack.mean(axis=0)
     logs = np.log(np.clip(stack, _EPS, 1.0))
-    return _softmax(logs.sum(axis=0) if rule == "prod" else logs.mean(axis=0))
+    return softmax(logs.sum(axis=0) if rule == "prod" else logs.mean(axis=0), axis=1)
 
 
 def select_ensemble(candidates: Sequence, y_val: np.ndarray, budget: Budget | None, *,
@@ -299,11 +300,9 @@ def ensemble_candidates_from_rows(rows: Sequence[dict], n_classes: int, *,
 
 def _greedy(rule: str, start: EnsembleCandidate, pool: list[EnsembleCandidate], y: np.ndarray,
             budget: Budget | None, max_members: int | None) -> dict:
-    """One greedy forward selection with one fusion rule; running sums make each trial addition O(n K)."""
+    """One greedy forward selection with one fusion rule (each trial addition fused by ``fuse``)."""
     members = [start]
     acc, loss = _acc_logloss(y, start.val_probs)
-    prob_sum = np.asarray(start.val_probs, dtype=np.float64).copy()
-    log_sum = np.log(np.clip(prob_sum, _EPS, 1.0))
     trace = [{"step": 0, "added": start.trial_id, "members": [start.trial_id], "accuracy": acc, "log_loss": loss,
               "int8_bytes": int(start.int8_bytes), "macs": int(start.macs), "candidates_in_budget": None}]
     stopped = "all candidates are members"
@@ -322,14 +321,7 @@ def _greedy(rule: str, start: EnsembleCandidate, pool: list[EnsembleCandidate], 
             break
         best = None
         for c in fitting:
-            p = np.asarray(c.val_probs, dtype=np.float64)
-            m = len(members) + 1
-            if rule == "mean":
-                fused = (prob_sum + p) / m
-            else:
-                logs = log_sum + np.log(np.clip(p, _EPS, 1.0))
-                fused = _softmax(logs if rule == "prod" else logs / m)
-            a, lo = _acc_logloss(y, fused)
+            a, lo = _acc_logloss(y, fuse([x.val_probs for x in members] + [c.val_probs], rule))
             key = (-a, lo, c.macs, c.trial_id)
             if best is None or key < best[0]:
                 best = (key, c, a, lo)
@@ -340,9 +332,6 @@ def _greedy(rule: str, start: EnsembleCandidate, pool: list[EnsembleCandidate], 
             break
         members.append(c)
         acc, loss = a, lo
-        p = np.asarray(c.val_probs, dtype=np.float64)
-        prob_sum += p
-        log_sum += np.log(np.clip(p, _EPS, 1.0))
         trace.append({"step": len(members) - 1, "added": c.trial_id, "members": [x.trial_id for x in members],
                       "accuracy": acc, "log_loss": loss, "int8_bytes": int(sum(x.int8_bytes for x in members)),
                       "macs": int(sum(x.macs for x in members)), "candidates_in_budget": len(fitting)})
@@ -380,17 +369,9 @@ def _sum_params(members: list[EnsembleCandidate]) -> int | None:
 
 
 def _acc_logloss(y: np.ndarray, probs: np.ndarray) -> tuple[float, float]:
-    """Accuracy and log loss as ``classification_metrics`` computes them (floor 1e-7, renormalised)."""
-    acc = float(np.mean(probs.argmax(axis=1) == y))
-    p = np.clip(probs, _EPS, 1.0)
-    p_true = p[np.arange(len(y)), y] / p.sum(axis=1)
-    return acc, float(-np.mean(np.log(p_true)))
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    """Accuracy and log loss by the training loop's convention (``classification_metrics``)."""
+    m = classification_metrics(y, probs)
+    return m["accuracy"], m["log_loss"]
 
 
 def _as_candidate(c) -> EnsembleCandidate:
