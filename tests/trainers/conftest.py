@@ -19,3 +19,16 @@ def esc10_small(esc10, tmp_path_factory):
                     arch=ArchSpec(stages=(("conv_c8_k3_s2x2_relu",), ("conv_c8_k3_relu",))))
     features, _ = FeatureCache(tmp_path_factory.mktemp("cache")).get(data, patch_layout(genome))
     return data, genome, features
+
+
+@pytest.fixture(scope="session")
+def esc10_split(esc10_small):
+    """``esc10_small`` with its training / validation clip indices and the normalisation fit on training:
+    ``(data, genome, features, train, val, norm)``."""
+    import numpy as np
+
+    from asc_search.trainers import Normalisation
+
+    data, genome, features = esc10_small
+    train, val = np.flatnonzero(~data.is_validation), np.flatnonzero(data.is_validation)
+    return data, genome, features, train, val, Normalisation.fit(features, train)

@@ -9,7 +9,7 @@ import torch
 
 from asc_search import UserInputError
 from asc_search.search_spaces import build_model
-from asc_search.trainers import Normalisation, TrainSettings, fit
+from asc_search.trainers import TrainSettings, fit
 from asc_search.trainers._distill import TeacherLogits, _MemberLogits, compute_teacher_logits, kd_loss
 from asc_search.trainers._fit import lr_factor
 
@@ -70,10 +70,8 @@ def test_warmup_then_cosine_schedule():
     assert lr_factor(5, TrainSettings(epochs=10, schedule="constant")) == 1.0
 
 
-def test_a_student_follows_the_cached_teacher_on_real_features(esc10_small):
-    data, genome, features = esc10_small
-    train, val = np.flatnonzero(~data.is_validation), np.flatnonzero(data.is_validation)
-    norm = Normalisation.fit(features, train)
+def test_a_student_follows_the_cached_teacher_on_real_features(esc10_split):
+    data, genome, features, train, val, norm = esc10_split
     teacher_model = build_model(genome, data.n_classes)
     teacher = compute_teacher_logits(teacher_model, features, norm, train)
     n_train_patches = sum(len(features.patch_starts(int(i))) for i in train)

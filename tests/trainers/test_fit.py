@@ -4,13 +4,11 @@ import numpy as np
 import torch
 
 from asc_search.search_spaces import build_model
-from asc_search.trainers import Normalisation, SapAugment, TrainSettings, fit, get_augmentation
+from asc_search.trainers import SapAugment, TrainSettings, fit, get_augmentation
 
 
-def test_fit_with_mixup_specaugment_and_sapaugment_logs_what_each_did(esc10_small):
-    data, genome, features = esc10_small
-    train, val = np.flatnonzero(~data.is_validation), np.flatnonzero(data.is_validation)
-    norm = Normalisation.fit(features, train)
+def test_fit_with_mixup_specaugment_and_sapaugment_logs_what_each_did(esc10_split):
+    data, genome, features, train, val, norm = esc10_split
     torch.manual_seed(0)
     model = build_model(genome, data.n_classes)
     augs = [get_augmentation("mixup"), get_augmentation("specaugment")]
@@ -26,14 +24,12 @@ def test_fit_with_mixup_specaugment_and_sapaugment_logs_what_each_did(esc10_smal
         assert 0.05 < log[name]["samples_augmented"] / n_crops < 0.35
 
 
-def test_distillation_with_alpha_one_trains_exactly_as_plain_cross_entropy(esc10_small):
+def test_distillation_with_alpha_one_trains_exactly_as_plain_cross_entropy(esc10_split):
     """With α = 1 the KD loss is the cross-entropy on the labels: the teacher path (cached teacher, one-hot targets,
     the class-count probe) must not change training, batch-norm statistics included."""
     from asc_search.trainers import compute_teacher_logits
 
-    data, genome, features = esc10_small
-    train, val = np.flatnonzero(~data.is_validation), np.flatnonzero(data.is_validation)
-    norm = Normalisation.fit(features, train)
+    data, genome, features, train, val, norm = esc10_split
     teacher = compute_teacher_logits(build_model(genome, data.n_classes), features, norm, train)
     runs = []
     for t in (None, teacher):

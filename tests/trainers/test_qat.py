@@ -3,7 +3,6 @@ CandidateCNN that the INT8 export takes."""
 
 import warnings
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -12,7 +11,7 @@ from torch.ao.quantization import FakeQuantizeBase, FusedMovingAvgObsFakeQuantiz
 
 from asc_search import AscSearchError, UserInputError
 from asc_search.search_spaces import ArchSpec, FrontendGenes, Genome, build_model
-from asc_search.trainers import Normalisation, TrainSettings
+from asc_search.trainers import TrainSettings
 from asc_search.trainers._qat import QATModel, prepare_qat, qat_finetune, qat_to_float, snap_to_int8_grid
 
 _FRONTEND = FrontendGenes(sample_rate_hz=8000, n_bins=32, hop_ms=32.0, chunk_s=1.0)
@@ -138,10 +137,8 @@ def test_snap_to_int8_grid():
     torch.testing.assert_close(s[2], torch.tensor([-2.0, 2 * 64 / 127, 0.0]))
 
 
-def test_qat_finetune_on_real_features_leaves_a_float_model(esc10_small):
-    data, genome, features = esc10_small
-    train, val = np.flatnonzero(~data.is_validation), np.flatnonzero(data.is_validation)
-    norm = Normalisation.fit(features, train)
+def test_qat_finetune_on_real_features_leaves_a_float_model(esc10_split):
+    data, genome, features, train, val, norm = esc10_split
     torch.manual_seed(0)
     model = build_model(genome, data.n_classes)
     before = {k: v.clone() for k, v in model.state_dict().items()}

@@ -1,13 +1,12 @@
 """DeepSpectrumLite's two-phase transfer learning on real ESC-10 features: phase 1 trains the head alone, phase 2
 also the last N blocks at a tenth of the learning rate; the weights come from a local file."""
 
-import numpy as np
 import pytest
 import torch
 
 from asc_search import UserInputError
 from asc_search.search_spaces import build_model
-from asc_search.trainers import Normalisation, TrainSettings, fit
+from asc_search.trainers import TrainSettings, fit
 from asc_search.trainers._transfer import load_pretrained, two_phase_transfer
 
 
@@ -16,10 +15,8 @@ def _same(a: dict, b: dict, prefix: str) -> bool:
     return bool(keys) and all(torch.equal(a[k], b[k]) for k in keys)
 
 
-def test_two_phases_train_the_head_then_the_last_block(esc10_small, tmp_path):
-    data, genome, features = esc10_small
-    train, val = np.flatnonzero(~data.is_validation), np.flatnonzero(data.is_validation)
-    norm = Normalisation.fit(features, train)
+def test_two_phases_train_the_head_then_the_last_block(esc10_split, tmp_path):
+    data, genome, features, train, val, norm = esc10_split
     torch.manual_seed(0)
     source = build_model(genome, data.n_classes)
     fit(source, features, data.labels, train, val, norm, TrainSettings(epochs=1, batch_size=16))
