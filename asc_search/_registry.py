@@ -1,4 +1,5 @@
-"""A registry of named, frozen presets (budgets, device profiles): register once, look up with a clear error."""
+"""A registry of named, frozen presets (budgets, device profiles, blocks, front-ends): register once, look up with a
+clear error, unregister a plugin's entry."""
 
 from __future__ import annotations
 
@@ -46,6 +47,19 @@ class NamedRegistry(Generic[T]):
             raise UserInputError(
                 f"unknown {self.kind} {name!r}; {self.valid_label}: {', '.join(sorted(self._items))}{self.hint}"
             ) from None
+
+    def unregister(self, name: str) -> T:
+        """Remove and return the item called ``name`` (a plugin's or a test's registration undone).
+
+        Raises:
+            UserInputError: Unknown name; the message lists the valid names.
+        """
+        item = self.get(name)
+        del self._items[name]
+        return item
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
 
     def all(self) -> list[T]:
         """Registered items, sorted by name."""
