@@ -34,9 +34,11 @@ demo-fsdd: install
 	$(BIN)/asc-search --budget dcase2022 --data $(DATA)/fsdd --trials 20 --epochs 16 --seed 0 --out runs/demo-fsdd
 
 test: install
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q tests
 
 test-fast: install
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -m "not slow" tests
 
 # Benchmarks (bench/*.py, full settings; each writes bench/results/*.json), then BENCHMARKS.md from them.

@@ -3,6 +3,10 @@
 Commands: ``search`` (the default: ``asc-search --budget dcase2022 --data DIR``), ``resume RUN``, ``report RUN``,
 ``trials RUN``, ``show RUN TRIAL``, ``data check DIR`` and ``budgets``.
 Exit codes: 0 success, 1 run failure, 2 usage error (one line naming the bad value and the fix).
+
+Each command imports what it needs inside its own function, so ``asc-search budgets`` or ``--help`` answers
+without loading torch, Ray and TensorFlow (seconds of start-up). These imports follow the layers like any other
+(the cli is the top layer, ``lint-imports`` checks it); none of them avoids an import cycle.
 """
 
 from __future__ import annotations
@@ -153,7 +157,7 @@ def _cmd_trials(argv: list[str]) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from asc_search.report import load_run
+    from asc_search.rundir import load_run
 
     run = load_run(args.run)
     rows = [r for r in run.trials if args.status is None or r["status"] == args.status]
@@ -182,7 +186,7 @@ def _cmd_show(argv: list[str]) -> int:
     args = p.parse_args(argv)
     import json
 
-    from asc_search.report import load_run
+    from asc_search.rundir import VALIDATION_FILE, load_run, model_dir
 
     run = load_run(args.run)
     match = [r for r in run.trials if str(r["trial_id"]) == args.trial]
@@ -197,7 +201,7 @@ def _cmd_show(argv: list[str]) -> int:
     for k, v in row.items():
         if v not in ("", None) and k not in ("summary",):
             print(f"  {k}: {v}")
-    validation = run.run_dir / "models" / args.trial / "validation.json"
+    validation = model_dir(run.run_dir, args.trial) / VALIDATION_FILE
     if validation.exists():
         print(f"exported model: {validation.parent / 'model_int8.tflite'}")
         print(validation.read_text().rstrip())
@@ -285,7 +289,7 @@ def _cmd_search(argv: list[str]) -> int:
     args = _search_parser().parse_args(argv)
     _setup_logging(args.verbose)
     from asc_search.config import RunConfig
-    from asc_search.search import resolve_budget, run_search, space_options
+    from asc_search.pipeline import resolve_budget, run_search, space_options
 
     data = Path(args.data).expanduser()
     if not data.exists():
@@ -349,7 +353,7 @@ def _cmd_resume(argv: list[str]) -> int:
         raise UserInputError(f"--cpus-per-trial must be > 0, got {args.cpus_per_trial}")
     if args.gpus_per_trial is not None and args.gpus_per_trial < 0:
         raise UserInputError(f"--gpus-per-trial must be >= 0, got {args.gpus_per_trial}")
-    from asc_search.search import resume_search
+    from asc_search.pipeline import resume_search
 
     _print_front(_with_display(lambda **kw: resume_search(args.run, address=args.address,
                                                           cpus_per_trial=args.cpus_per_trial,

@@ -43,11 +43,10 @@ def _space(budget_name: str):
 
 
 def _searcher(budget_name: str, rejections: Path, seed: int):
-    from asc_search.search import MODES, OBJECTIVES, FeasibleOptunaSearch
-    from asc_search.search._run import _make_sampler
+    from asc_search.search import MODES, OBJECTIVES, FeasibleOptunaSearch, make_sampler
 
     return FeasibleOptunaSearch(space=_space(budget_name), rejections_path=rejections, metric=list(OBJECTIVES),
-                                mode=list(MODES), sampler=_make_sampler("tpe", seed))
+                                mode=list(MODES), sampler=make_sampler("tpe", seed))
 
 
 def noop_trial(config: dict) -> None:

@@ -77,12 +77,11 @@ def normalised(acc: float, macs: float, nbytes: float, max_macs: float, max_byte
 def make_searcher(kind: str, seed: int, space, rejections: Path):
     import optuna
 
-    from asc_search.search import MODES, OBJECTIVES, FeasibleOptunaSearch
-    from asc_search.search._run import _make_sampler
+    from asc_search.search import MODES, OBJECTIVES, FeasibleOptunaSearch, make_sampler
 
     if kind in ("mo_tpe", "random"):
         return FeasibleOptunaSearch(space=space, rejections_path=rejections, metric=list(OBJECTIVES),
-                                    mode=list(MODES), sampler=_make_sampler("tpe" if kind == "mo_tpe" else "random",
+                                    mode=list(MODES), sampler=make_sampler("tpe" if kind == "mo_tpe" else "random",
                                                                             seed))
 
     class SingleObjectiveFeasibleSearch(FeasibleOptunaSearch):
@@ -120,7 +119,7 @@ def run_one(kind: str, seed: int, *, trials: int, epochs: int, time_limit_s: flo
     from ray.tune.search import ConcurrencyLimiter
 
     from asc_search.constraints import count_complexity
-    from asc_search.search._trainable import TrialSettings, train_candidate
+    from asc_search.search import TrialSettings, train_candidate
     from asc_search.search_spaces import Genome
 
     run = work / f"{kind}-s{seed}"
@@ -267,7 +266,8 @@ def main() -> int:
 
     from asc_search.config import RunConfig
     from asc_search.constraints import get_budget
-    from asc_search.search import DefineByRunSpace, prepare_data, space_options
+    from asc_search.pipeline import prepare_data, space_options
+    from asc_search.search import DefineByRunSpace
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     t_start = time.time()

@@ -31,12 +31,12 @@ from _common import DATA, command_line, write_result  # noqa: E402
 
 from asc_search.constraints import count_complexity, get_budget, patch_layout  # noqa: E402
 from asc_search.data import decode_dataset, load_manifest  # noqa: E402
+from asc_search.deploy import export_and_validate  # noqa: E402
 from asc_search.frontends import FeatureCache  # noqa: E402
-from asc_search.search._ensemble import EnsembleCandidate, select_ensemble  # noqa: E402
-from asc_search.search._trainable import TrialSettings, train_genome  # noqa: E402
-from asc_search.search_spaces import TrainingGenes, reference_genome  # noqa: E402
-from asc_search.search_spaces._pruning import prunable_stages  # noqa: E402
-from asc_search.trainers import classification_metrics  # noqa: E402
+from asc_search.rundir import save_checkpoint  # noqa: E402
+from asc_search.search import TrialSettings, train_genome  # noqa: E402
+from asc_search.search_spaces import TrainingGenes, prunable_stages, reference_genome  # noqa: E402
+from asc_search.trainers import EnsembleCandidate, classification_metrics, select_ensemble  # noqa: E402
 
 STUDENT_RATE_HZ = 2000
 TEACHER_RATE_HZ = 16000
@@ -68,13 +68,10 @@ def _variants() -> list[tuple[str, str, int, TrainingGenes]]:
 
 def _int8(result, norm, genome, data, cache_dir: Path, n_classes: int) -> dict:
     """Export to INT8 and validate like the search's export step; INT8 accuracy and INT8/float agreement."""
-    from asc_search.deploy._bundle import export_and_validate
-    from asc_search.search._trainable import save_candidate
-
     with tempfile.TemporaryDirectory() as tmp:
         model_pt = Path(tmp) / genome.genome_id / "model.pt"
         model_pt.parent.mkdir()
-        save_candidate(model_pt, genome=genome, state_dict=result.state_dict, n_classes=n_classes,
+        save_checkpoint(model_pt, genome=genome, state_dict=result.state_dict, n_classes=n_classes,
                        class_names=list(data.class_names), norm=norm, metrics={})
         v = export_and_validate(model_pt, {genome.frontend.sample_rate_hz: data}, FeatureCache(cache_dir),
                                 get_budget("dcase2022"))

@@ -84,12 +84,11 @@ def test_a_cssd_teacher_above_the_native_rate_is_rejected_before_the_search(caps
 
 def test_short_chunks_are_not_mistaken_for_an_infeasible_space():
     from asc_search.constraints import get_budget
-    from asc_search.search import DefineByRunSpace
-    from asc_search.search._run import _check_space_has_feasible
+    from asc_search.search import DefineByRunSpace, check_space_has_feasible
     from asc_search.search_spaces import SpaceOptions
 
     space = DefineByRunSpace(options=SpaceOptions(chunk_s=(0.1,)), budget=get_budget("dcase2022"), n_classes=10)
-    _check_space_has_feasible(space)  # a 16 ms hop without pooling fits a 0.1 s patch
+    check_space_has_feasible(space)  # a 16 ms hop without pooling fits a 0.1 s patch
 
 
 def test_deploy_adb_without_adb_is_a_one_line_error(capsys, tmp_path, monkeypatch):

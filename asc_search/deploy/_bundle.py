@@ -24,6 +24,7 @@ from asc_search.deploy._tflm import (
 )
 from asc_search.deploy._validate import run_int8, tflite_complexity, xnnpack_prepares
 from asc_search.frontends import FeatureCache
+from asc_search.rundir import copy_checkpoint
 from asc_search.search_spaces import Genome, build_model
 from asc_search.trainers import (
     Normalisation,
@@ -222,8 +223,6 @@ def export_front(run_dir: Path, front: list[dict], data_by_rate: dict[int, Decod
 
     A member whose export fails is recorded with its error; the others go on.
     """
-    from asc_search.search._run import copy_checkpoint
-
     cache = FeatureCache(run_dir / "cache")
     out = []
     picks = choose_exports(front, max_export)

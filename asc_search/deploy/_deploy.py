@@ -25,6 +25,8 @@ from asc_search.data import count_patches, decode_dataset, load_manifest, pad_to
 from asc_search.deploy._export import ExportError, _ensure_tools_on_path, _redirect_fds
 from asc_search.deploy._validate import run_int8
 from asc_search.frontends import Deltas, FrontendConfig, build_frontend
+from asc_search.rundir import ENSEMBLE_ID, load_run
+from asc_search.search_spaces import Genome, build_model
 from asc_search.trainers import classification_metrics, clip_probabilities
 
 log = logging.getLogger(__name__)
@@ -281,16 +283,13 @@ def make_bundle(run_dir: str | Path, pick: str, *, out: str | Path | None = None
     Raises:
         UserInputError: The pick names no exported deployable model, or the model breaks the target budget.
     """
-    from asc_search.deploy._ensemble import ENSEMBLE_DIR
-    from asc_search.report import load_run
-
     run = load_run(run_dir)
-    if pick == ENSEMBLE_DIR:
-        members = json.loads((run.run_dir / "models" / ENSEMBLE_DIR / "validation.json").read_text()).get("members", [])
+    if pick == ENSEMBLE_ID:
+        members = json.loads((run.run_dir / "models" / ENSEMBLE_ID / "validation.json").read_text()).get("members", [])
         raise UserInputError(f"an ensemble is deployed member by member: bundle each member (--pick "
                              f"{' / '.join(map(str, members)) or 'ID'}) and fuse their clip probabilities as "
-                             f"{run.run_dir / 'models' / ENSEMBLE_DIR / 'fusion.json'} says")
-    exported = {v["trial_id"]: v for v in run.exported if "error" not in v and v.get("trial_id") != ENSEMBLE_DIR}
+                             f"{run.run_dir / 'models' / ENSEMBLE_ID / 'fusion.json'} says")
+    exported = {v["trial_id"]: v for v in run.exported if "error" not in v and v.get("trial_id") != ENSEMBLE_ID}
     deployable = sorted((v for v in exported.values() if v.get("deployable")),
                         key=lambda v: (-v["int8"]["accuracy"], v["macs_tflite"]))
     if pick == "best":
@@ -342,8 +341,6 @@ def make_bundle(run_dir: str | Path, pick: str, *, out: str | Path | None = None
 
 
 def _bundle_parity(src: Path, dest: Path, data_path: str, frontend: DeployFrontend, spec: dict) -> dict:
-    from asc_search.search_spaces import Genome, build_model
-
     ckpt = torch.load(src / "model.pt", map_location="cpu", weights_only=True)
     model = build_model(Genome.from_dict(ckpt["genome"]), ckpt["n_classes"]).eval()
     model.load_state_dict(ckpt["state_dict"])

@@ -13,11 +13,12 @@ from asc_search._errors import AscSearchError, UserInputError
 from asc_search._io import write_json
 from asc_search.constraints import Budget
 from asc_search.deploy._bundle import MIN_INT8_AGREEMENT
-from asc_search.trainers._metrics import full_metrics
+from asc_search.rundir import ENSEMBLE_ID
+from asc_search.trainers import FUSIONS, full_metrics, fuse
 
 log = logging.getLogger(__name__)
 
-ENSEMBLE_DIR = "ensemble"
+ENSEMBLE_DIR = ENSEMBLE_ID
 """Folder of the ensemble under ``run_dir/models/``, and its ``trial_id`` in ``trials.csv`` and the reports."""
 
 MEMBER_FILES = ("validation.json", "model_int8.tflite", "val_probs_float.npy", "val_probs_int8.npy")
@@ -70,8 +71,6 @@ def export_ensemble(run_dir: str | Path, selection, budget: Budget, *, y_val: np
         UserInputError: The selection has no members or an unknown fusion rule.
         AscSearchError: A member's export is missing or failed, or the members' validation clips disagree.
     """
-    from asc_search.search._ensemble import FUSIONS, fuse
-
     run_dir = Path(run_dir)
     sel = selection.to_dict() if hasattr(selection, "to_dict") else dict(selection)
     members = [str(m) for m in sel.get("members") or []]

@@ -10,8 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from asc_search._io import atomic_write  # noqa: E402
+from asc_search._pareto import pareto_front  # noqa: E402
 from asc_search.constraints import Budget  # noqa: E402
-from asc_search.search._pareto import pareto_front  # noqa: E402
 
 
 def plot_pareto(rows: list[dict], budget: Budget, path: str | Path, *, exported: set[str] | None = None,

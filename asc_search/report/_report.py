@@ -10,11 +10,23 @@ import json
 from pathlib import Path
 
 from asc_search._io import write_json, write_text
+from asc_search._pareto import hypervolume_2d, knee_point
 from asc_search.frontends import FeatureCache
 from asc_search.report._html import plot_pareto_html
 from asc_search.report._plots import plot_hypervolume, plot_pareto
-from asc_search.report._rundir import LoadedRun, load_run
-from asc_search.search._pareto import hypervolume_2d, knee_point
+from asc_search.rundir import (
+    CACHE_DIR,
+    CLUSTER_FILE,
+    HYPERVOLUME_PNG,
+    MODELS_DIR,
+    PARETO_HTML,
+    PARETO_JSON,
+    PARETO_PNG,
+    REPORT_FILE,
+    VALIDATION_FILE,
+    LoadedRun,
+    load_run,
+)
 
 FRONT_KEYS = ("trial_id", "genome_id", "summary", "best_val_accuracy", "best_val_log_loss", "best_val_uar",
               "macs", "int8_bytes", "params", "genome")
@@ -66,28 +78,28 @@ def write_report(run: LoadedRun) -> dict[str, Path]:
         d["knee"] = r["trial_id"] == knee
         v = by_id.get(r["trial_id"])
         if v is not None:
-            d["validation"] = f"models/{r['trial_id']}/validation.json"
+            d["validation"] = f"{MODELS_DIR}/{r['trial_id']}/{VALIDATION_FILE}"
             d["int8_accuracy"] = v.get("int8", {}).get("accuracy")
             d["int8_float_agreement"] = v.get("int8_float_agreement")
             d["deployable"] = v.get("deployable")
         front.append(d)
     counts = {s: sum(r["status"] == s for r in run.trials) for s in ("completed", "rejected", "failed", "stopped")}
-    cache = FeatureCache(run_dir / "cache").stats()
+    cache = FeatureCache(run_dir / CACHE_DIR).stats()
     hv = hypervolume_by_trial(run)
     exported = set(by_id)
     paths = {
-        "pareto.json": write_json(run_dir / "pareto.json", {
+        PARETO_JSON: write_json(run_dir / PARETO_JSON, {
             "objectives": {"best_val_accuracy": "max", "macs": "min", "int8_bytes": "min"},
             "budget": budget.__dict__, "counts": counts, "knee_trial_id": knee,
             "hypervolume_acc_macs": {"reference": list(hypervolume_reference(run)),
                                      "normalised_by_trial": [round(h, 6) for h in hv]},
             "front": front, "feature_cache": {k: v for k, v in cache.items() if k != "keys"},
         }),
-        "pareto.png": plot_pareto(run.trials, budget, run_dir / "pareto.png", exported=exported, knee=knee,
+        PARETO_PNG: plot_pareto(run.trials, budget, run_dir / PARETO_PNG, exported=exported, knee=knee,
                                   title=f"{run_dir.name}: Pareto front under {budget.name}"),
-        "pareto.html": plot_pareto_html(run.trials, budget, run_dir / "pareto.html", exported=exported,
+        PARETO_HTML: plot_pareto_html(run.trials, budget, run_dir / PARETO_HTML, exported=exported,
                                         title=f"{run_dir.name}: Pareto front under {budget.name}"),
-        "hypervolume.png": plot_hypervolume(hv, run_dir / "hypervolume.png",
+        HYPERVOLUME_PNG: plot_hypervolume(hv, run_dir / HYPERVOLUME_PNG,
                                             title=f"{run_dir.name}: hypervolume (accuracy, MACs)"),
     }
     lines = [f"# asc-search run `{run_dir.name}`", "", f"Budget: {budget.describe()}", ""]
@@ -165,13 +177,13 @@ def write_report(run: LoadedRun) -> dict[str, Path]:
         lines += ["", "## Stopped trials", ""]
         lines += [f"- {r['trial_id']}: {r.get('stop_reason') or r['status']}" for r in stopped]
     lines += ["", "![Pareto front](pareto.png)", ""]
-    paths["report.md"] = write_text(run_dir / "report.md", "\n".join(lines))
+    paths[REPORT_FILE] = write_text(run_dir / REPORT_FILE, "\n".join(lines))
     return paths
 
 
 def _cluster_lines(run: LoadedRun) -> list[str]:
     """The Ray sessions of the run (``cluster.json``: a resumed run has several) and trials per node."""
-    path = run.run_dir / "cluster.json"
+    path = run.run_dir / CLUSTER_FILE
     if not path.exists():
         return []
     sessions = json.loads(path.read_text())

@@ -1,42 +1,46 @@
-"""Search: Ray Tune + Optuna orchestration, the feasibility-filtering searcher and the Pareto front."""
+"""Search: the Ray Tune phase of a run (cluster, sampler, feasibility-filtering searcher, trainable, live progress)."""
 
-from asc_search.search._ensemble import (
-    EnsembleCandidate,
-    EnsembleSelection,
-    ensemble_candidates_from_rows,
-    fuse,
-    select_ensemble,
-)
-from asc_search.search._pareto import hypervolume_2d, knee_point, mark_front, pareto_front, sort_rows
-from asc_search.search._run import (
-    SearchProgress,
-    prepare_data,
-    resolve_budget,
-    resume_search,
-    run_search,
-    space_options,
-)
+from asc_search.search._cluster import check_storage_reachable, concurrency, record_cluster, start_ray
+from asc_search.search._progress import Listener, ProgressCallback, SearchProgress, listening
 from asc_search.search._searcher import MODES, OBJECTIVES, DefineByRunSpace, FeasibleOptunaSearch
+from asc_search.search._trainable import (
+    FAULTS,
+    TrainedGenome,
+    TrialSettings,
+    parse_faults,
+    train_candidate,
+    train_genome,
+)
+from asc_search.search._tune import (
+    NODE_FAILURE_RETRIES,
+    check_space_has_feasible,
+    count_finished,
+    make_sampler,
+    run_tune,
+)
 
 __all__ = [
-    "EnsembleCandidate",
-    "EnsembleSelection",
-    "ensemble_candidates_from_rows",
-    "fuse",
-    "select_ensemble",
-    "MODES",
-    "OBJECTIVES",
-    "SearchProgress",
     "DefineByRunSpace",
+    "FAULTS",
     "FeasibleOptunaSearch",
-    "hypervolume_2d",
-    "knee_point",
-    "mark_front",
-    "pareto_front",
-    "prepare_data",
-    "resolve_budget",
-    "resume_search",
-    "run_search",
-    "sort_rows",
-    "space_options",
+    "Listener",
+    "MODES",
+    "NODE_FAILURE_RETRIES",
+    "OBJECTIVES",
+    "ProgressCallback",
+    "SearchProgress",
+    "TrainedGenome",
+    "TrialSettings",
+    "check_space_has_feasible",
+    "check_storage_reachable",
+    "concurrency",
+    "count_finished",
+    "listening",
+    "make_sampler",
+    "parse_faults",
+    "record_cluster",
+    "run_tune",
+    "start_ray",
+    "train_candidate",
+    "train_genome",
 ]

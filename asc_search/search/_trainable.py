@@ -20,15 +20,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import ray
 import torch
 from ray import tune
 
+from asc_search._pareto import pareto_front
 from asc_search.constraints import count_complexity, patch_layout
 from asc_search.data import DecodedDataset
 from asc_search.frontends import FeatureCache
+from asc_search.rundir import HISTORY_FILE, MODEL_FILE, VAL_PROBS_FILE, load_checkpoint, save_checkpoint
 from asc_search.search_spaces import Genome, build_model
-from asc_search.trainers import FitResult, Normalisation, TrainSettings, fit, grouped_accuracy
-from asc_search.trainers._fit import training_device
+from asc_search.trainers import (
+    FitResult,
+    Normalisation,
+    SapAugment,
+    TeacherLogits,
+    TrainSettings,
+    compute_teacher_logits,
+    fit,
+    get_augmentation,
+    grouped_accuracy,
+    prune_model,
+    qat_finetune,
+    training_device,
+)
 
 log = logging.getLogger(__name__)
 
@@ -79,28 +94,6 @@ def parse_faults(text: str) -> dict[int, str]:
     return out
 
 
-def save_candidate(path: Path, *, genome: Genome, state_dict: dict, n_classes: int, class_names: list[str],
-                   norm: Normalisation, metrics: dict) -> None:
-    """Write ``model.pt``: weights plus everything needed to rebuild and feed the model.
-
-    Everything but the weights is plain Python (dicts, lists, strings, numbers), so the file loads with
-    ``torch.load(..., weights_only=True)``.
-    """
-    torch.save({"state_dict": state_dict, "genome": genome.to_dict(), "n_classes": n_classes,
-                "class_names": class_names, "sample_rate_hz": genome.frontend.sample_rate_hz,
-                "normalisation": norm.to_dict(), "metrics": _plain(metrics)}, path)
-
-
-def load_candidate(path: str | Path) -> dict:
-    """Read a ``model.pt`` written by ``save_candidate`` (``weights_only=True``: no code is unpickled)."""
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def _plain(obj):
-    """JSON-like copy (numpy scalars to Python numbers), loadable with ``weights_only=True``."""
-    return json.loads(json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
-
-
 def _finished_checkpoint(settings: TrialSettings, trial_id: str) -> tuple[dict, Path] | None:
     """The final metrics and folder of this trial's finished checkpoint, from Ray or from the trial folder."""
     candidates: list[Path] = []
@@ -110,11 +103,11 @@ def _finished_checkpoint(settings: TrialSettings, trial_id: str) -> tuple[dict, 
     if settings.tune_dir:
         candidates += sorted((Path(settings.tune_dir) / f"trial_{trial_id}").glob("checkpoint_*"), reverse=True)
     for folder in candidates:
-        model_pt = folder / "model.pt"
+        model_pt = folder / MODEL_FILE
         if not model_pt.is_file():
             continue
         try:
-            metrics = load_candidate(model_pt).get("metrics", {})
+            metrics = load_checkpoint(model_pt).metrics
         except Exception as exc:  # a checkpoint cut off by a crash: train again
             log.warning("trial %s: checkpoint %s unreadable (%s); training again", trial_id, model_pt, exc)
             continue
@@ -132,8 +125,6 @@ def train_candidate(config: dict, data_by_rate: dict[int, DecodedDataset], setti
     epoch's accuracy. A failure of the trial itself is reported as ``failed`` with its reason (see the
     module docstring); a trial whose finished checkpoint exists reports it again without training.
     """
-    import ray
-
     ctx = ray.get_runtime_context()
     trial_id = tune.get_context().get_trial_id() or ""
     where = {"node_id": ctx.get_node_id(), "node_ip": ray.util.get_node_ip_address(), "pid": os.getpid(),
@@ -176,8 +167,6 @@ def _failure_reason(exc: BaseException) -> str:
 
 def _train(genome: Genome, data_by_rate: dict[int, DecodedDataset], settings: TrialSettings, static: dict,
            fault: str | None) -> None:
-    import ray
-
     torch.set_num_threads(max(1, settings.threads))
     if fault == "raise":
         raise RuntimeError(f"injected fault (ASC_SEARCH_INJECT_FAULTS) in trial {static['trial_id']}")
@@ -212,10 +201,10 @@ def _train(genome: Genome, data_by_rate: dict[int, DecodedDataset], settings: Tr
              "best_epoch": result.best_epoch, "stop_reason": result.stop_reason, "stages": trained.stages,
              "finished_at": time.time()}
     with tempfile.TemporaryDirectory() as tmp:
-        save_candidate(Path(tmp) / "model.pt", genome=genome, state_dict=result.state_dict,
+        save_checkpoint(Path(tmp) / MODEL_FILE, genome=genome, state_dict=result.state_dict,
                        n_classes=data.n_classes, class_names=list(data.class_names), norm=trained.norm, metrics=final)
-        (Path(tmp) / "history.json").write_text(json.dumps(history))
-        np.save(Path(tmp) / "val_probs.npy", result.val_probs.astype(np.float32))
+        (Path(tmp) / HISTORY_FILE).write_text(json.dumps(history))
+        np.save(Path(tmp) / VAL_PROBS_FILE, result.val_probs.astype(np.float32))
         tune.report(final, checkpoint=tune.Checkpoint.from_directory(tmp))
 
 
@@ -262,9 +251,6 @@ def train_genome(genome: Genome, data_by_rate: dict[int, DecodedDataset], featur
     Returns:
         The last stage's result, the normalisation and the per-stage record.
     """
-    from asc_search.trainers._augment import SapAugment, get_augmentation
-    from asc_search.trainers._distill import compute_teacher_logits
-
     t = genome.training
     data = data_by_rate[genome.frontend.sample_rate_hz]
     train = np.flatnonzero(~data.is_validation)
@@ -317,15 +303,11 @@ def train_genome(genome: Genome, data_by_rate: dict[int, DecodedDataset], featur
                 p.fill_(float("nan"))
     result = run(model, "train", base, teacher=teacher)
     if t.prunes:
-        from asc_search.trainers._prune import prune_model
-
         model = prune_model(model.cpu(), genome.arch, t.prune_ratios, t.prune_criterion)
         ft = dataclasses.replace(base, epochs=max(1, epochs // 2), warmup_epochs=0)
         result = run(model, "pruned_finetune", ft, teacher=teacher)
         stages["pruned_finetune"]["prune_ratios"] = list(t.prune_ratios)
     if t.qat:
-        from asc_search.trainers._qat import qat_finetune
-
         qs = dataclasses.replace(base, epochs=max(1, epochs // 4), warmup_epochs=0,
                                  learning_rate=genome.learning_rate / 10)
         hook = (lambda row: on_epoch(row, "qat")) if on_epoch else None
@@ -339,16 +321,13 @@ def _ensemble_teacher(tune_dir: str, data_by_rate: dict[int, DecodedDataset], ca
                       train: np.ndarray, max_members: int = 3):
     """The run's finished Pareto members so far (accuracy vs MACs), at most ``max_members`` most accurate, as one
     teacher (the mean of their softened probabilities); ``(None, [])`` when none has finished yet."""
-    from asc_search.search._pareto import pareto_front
-    from asc_search.trainers._distill import TeacherLogits, compute_teacher_logits
-
     found = []
-    for model_pt in sorted(Path(tune_dir).glob("trial_*/checkpoint_*/model.pt")) if tune_dir else []:
+    for model_pt in sorted(Path(tune_dir).glob(f"trial_*/checkpoint_*/{MODEL_FILE}")) if tune_dir else []:
         try:
-            ckpt = load_candidate(model_pt)
+            ckpt = load_checkpoint(model_pt)
         except Exception:  # noqa: BLE001 - a checkpoint being written or cut off: not a member
             continue
-        m = ckpt.get("metrics", {})
+        m = ckpt.metrics
         if m.get("final") and not m.get("failed") and m.get("best_val_accuracy") is not None:
             found.append((float(m["best_val_accuracy"]), float(m.get("macs", 0)), model_pt, ckpt))
     if not found:
@@ -358,14 +337,11 @@ def _ensemble_teacher(tune_dir: str, data_by_rate: dict[int, DecodedDataset], ca
     front = sorted(front, key=lambda f: -f[0])[:max_members]
     teachers, names = [], []
     for _acc, _macs, model_pt, ckpt in front:
-        g = Genome.from_dict(ckpt["genome"])
-        data = data_by_rate.get(g.frontend.sample_rate_hz)
+        data = data_by_rate.get(ckpt.sample_rate_hz)
         if data is None:
             continue
-        model = build_model(g, ckpt["n_classes"])
-        model.load_state_dict(ckpt["state_dict"])
-        feats, _ = cache.get(data, patch_layout(g))
-        teachers.append(compute_teacher_logits(model, feats, Normalisation.from_dict(ckpt["normalisation"]), train))
+        feats, _ = cache.get(data, patch_layout(ckpt.genome))
+        teachers.append(compute_teacher_logits(ckpt.build_model(), feats, ckpt.normalisation, train))
         names.append(model_pt.parent.parent.name.removeprefix("trial_"))
     if not teachers:
         return None, []

@@ -1,4 +1,5 @@
-"""Trainers: the training loop, augmentation, distillation, pruning, QAT, transfer learning and metrics."""
+"""Trainers: the training loop, augmentation, distillation, pruning, QAT, transfer learning, ensemble selection and
+metrics."""
 
 from asc_search.trainers._augment import (
     Augmentation,
@@ -9,7 +10,23 @@ from asc_search.trainers._augment import (
     soft_target_loss,
 )
 from asc_search.trainers._distill import TeacherLogits, compute_teacher_logits, kd_loss
-from asc_search.trainers._fit import FitResult, Normalisation, TrainSettings, fit, predict_clips
+from asc_search.trainers._ensemble import (
+    FUSIONS,
+    EnsembleCandidate,
+    EnsembleSelection,
+    ensemble_candidates_from_rows,
+    fuse,
+    select_ensemble,
+)
+from asc_search.trainers._fit import (
+    FitResult,
+    Normalisation,
+    TrainSettings,
+    fit,
+    lr_factor,
+    predict_clips,
+    training_device,
+)
 from asc_search.trainers._metrics import (
     bootstrap_ci,
     classification_metrics,
@@ -18,30 +35,44 @@ from asc_search.trainers._metrics import (
     grouped_accuracy,
 )
 from asc_search.trainers._prune import prune_model, which_channels
+from asc_search.trainers._qat import QATModel, prepare_qat, qat_finetune, qat_to_float, snap_to_int8_grid
 from asc_search.trainers._transfer import load_pretrained, two_phase_transfer
 
 __all__ = [
     "Augmentation",
-    "SapAugment",
-    "TeacherLogits",
-    "compute_teacher_logits",
-    "get_augmentation",
-    "kd_loss",
-    "list_augmentations",
-    "register_augmentation",
-    "soft_target_loss",
+    "EnsembleCandidate",
+    "EnsembleSelection",
+    "FUSIONS",
     "FitResult",
     "Normalisation",
+    "QATModel",
+    "SapAugment",
+    "TeacherLogits",
     "TrainSettings",
     "bootstrap_ci",
     "classification_metrics",
-    "full_metrics",
     "clip_probabilities",
+    "compute_teacher_logits",
+    "ensemble_candidates_from_rows",
     "fit",
+    "full_metrics",
+    "fuse",
+    "get_augmentation",
     "grouped_accuracy",
-    "predict_clips",
-    "prune_model",
-    "which_channels",
+    "kd_loss",
+    "list_augmentations",
     "load_pretrained",
+    "lr_factor",
+    "predict_clips",
+    "prepare_qat",
+    "prune_model",
+    "qat_finetune",
+    "qat_to_float",
+    "register_augmentation",
+    "select_ensemble",
+    "snap_to_int8_grid",
+    "soft_target_loss",
+    "training_device",
     "two_phase_transfer",
+    "which_channels",
 ]

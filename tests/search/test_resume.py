@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from asc_search.search import pareto_front
+from asc_search._pareto import pareto_front
 from tests.search._cluster_util import (
     SMALL_SEARCH,
     cli,

@@ -6,8 +6,8 @@ import pytest
 
 from asc_search._errors import UserInputError
 from asc_search.config import RunConfig
-from asc_search.search._trainable import parse_faults
-from asc_search.trainers._fit import training_device
+from asc_search.search import parse_faults
+from asc_search.trainers import training_device
 from tests.search._cluster_util import SMALL_SEARCH, cli, small_esc10
 
 
@@ -53,19 +53,3 @@ def test_more_gpus_per_trial_than_the_cluster_has_is_a_usage_error(esc10, tmp_pa
     assert last.startswith("asc-search: error: --gpus-per-trial 0.5 is more than the 0 GPUs Ray has")
 
 
-class _Payload:
-    """Any class: a pickle that needs it is not plain data."""
-
-
-def test_checkpoints_load_with_weights_only(tmp_path):
-    import pickle
-
-    import torch
-
-    from asc_search.search._trainable import load_candidate
-
-    torch.save({"state_dict": {"w": torch.zeros(2)}, "metrics": {"final": True, "acc": 0.5}}, tmp_path / "ok.pt")
-    assert load_candidate(tmp_path / "ok.pt")["metrics"]["final"] is True
-    torch.save({"state_dict": {}, "metrics": _Payload()}, tmp_path / "code.pt")
-    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
-        load_candidate(tmp_path / "code.pt")

@@ -1,8 +1,7 @@
 import json
 
 from asc_search.constraints import Budget, count_complexity
-from asc_search.search import MODES, OBJECTIVES, DefineByRunSpace, FeasibleOptunaSearch
-from asc_search.search._run import _make_sampler
+from asc_search.search import MODES, OBJECTIVES, DefineByRunSpace, FeasibleOptunaSearch, make_sampler
 from asc_search.search_spaces import Genome, SpaceOptions
 
 
@@ -11,7 +10,7 @@ def test_searcher_never_suggests_an_infeasible_genome_and_records_rejections(tmp
     space = DefineByRunSpace(options=SpaceOptions(), budget=budget, n_classes=10)
     path = tmp_path / "rejected.jsonl"
     s = FeasibleOptunaSearch(space=space, rejections_path=path, metric=list(OBJECTIVES), mode=list(MODES),
-                             sampler=_make_sampler("tpe", 0))
+                             sampler=make_sampler("tpe", 0))
     for i in range(12):
         cfg = s.suggest(f"t{i}")
         g = Genome.from_dict(cfg["genome"])

@@ -9,9 +9,8 @@ import torch
 
 from asc_search import UserInputError
 from asc_search.search_spaces import build_model
-from asc_search.trainers import TrainSettings, fit
+from asc_search.trainers import TrainSettings, fit, lr_factor
 from asc_search.trainers._distill import TeacherLogits, _MemberLogits, compute_teacher_logits, kd_loss
-from asc_search.trainers._fit import lr_factor
 
 
 def _softmax(z):

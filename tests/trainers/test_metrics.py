@@ -6,8 +6,7 @@ import pytest
 from sklearn.metrics import balanced_accuracy_score, confusion_matrix, f1_score
 
 from asc_search._errors import UserInputError
-from asc_search.trainers import classification_metrics, clip_probabilities
-from asc_search.trainers._metrics import bootstrap_ci, full_metrics
+from asc_search.trainers import bootstrap_ci, classification_metrics, clip_probabilities, full_metrics
 
 
 def test_clip_probabilities_are_the_mean_of_patch_probabilities():

@@ -6,8 +6,7 @@ import torch
 
 from asc_search import UserInputError
 from asc_search.search_spaces import build_model
-from asc_search.trainers import TrainSettings, fit
-from asc_search.trainers._transfer import load_pretrained, two_phase_transfer
+from asc_search.trainers import TrainSettings, fit, load_pretrained, two_phase_transfer
 
 
 def _same(a: dict, b: dict, prefix: str) -> bool:

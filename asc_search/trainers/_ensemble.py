@@ -30,9 +30,6 @@ FUSIONS = ("mean", "prod", "geometric")
 _EPS = 1e-7
 """Probability floor: of the log in PROD / geometric fusion and of the log loss (as ``classification_metrics``)."""
 
-VAL_PROBS_FILE = "val_probs.npy"
-"""Clip-level float validation probabilities a trial checkpoint carries beside ``model.pt``."""
-
 
 @dataclass(frozen=True, eq=False)
 class EnsembleCandidate:
@@ -260,7 +257,7 @@ def select_ensemble(candidates: Sequence, y_val: np.ndarray, budget: Budget | No
 
 
 def ensemble_candidates_from_rows(rows: Sequence[dict], n_classes: int, *,
-                                  probs_file: str = VAL_PROBS_FILE) -> list[EnsembleCandidate]:
+                                  probs_file: str) -> list[EnsembleCandidate]:
     """Ensemble candidates from ``trials.csv`` rows: completed trials whose checkpoint carries ``probs_file``.
 
     Rows may come from memory (numbers) or from the CSV (strings). A completed row without a checkpoint, without

@@ -1,6 +1,6 @@
 import pytest
 
-from asc_search.search import hypervolume_2d, pareto_front
+from asc_search._pareto import hypervolume_2d, pareto_front
 
 
 def test_pareto_front_of_accuracy_and_cost():
@@ -20,7 +20,7 @@ def test_hypervolume_2d():
 
 
 def test_knee_point_prefers_the_bend_of_the_front():
-    from asc_search.search import knee_point
+    from asc_search._pareto import knee_point
 
     front = [(0.50, 1.0), (0.80, 2.0), (0.85, 10.0), (0.86, 30.0)]
     assert knee_point(front) == 1

@@ -8,15 +8,16 @@ from hypothesis import strategies as st
 
 from asc_search._errors import AscSearchError, UserInputError
 from asc_search.constraints import Budget, get_budget
+from asc_search.deploy import export_and_validate, export_ensemble
 from asc_search.deploy._bundle import write_npy
-from asc_search.deploy._ensemble import export_ensemble
-from asc_search.search._ensemble import (
+from asc_search.rundir import VAL_PROBS_FILE, save_checkpoint
+from asc_search.trainers import (
     EnsembleCandidate,
     ensemble_candidates_from_rows,
+    full_metrics,
     fuse,
     select_ensemble,
 )
-from asc_search.trainers._metrics import full_metrics
 
 
 def _cand(tid, probs, int8_bytes=10_000, macs=1_000_000, params=None):
@@ -222,7 +223,7 @@ def test_candidates_from_trial_rows(tmp_path):
     with open(tmp_path / "trials.csv", newline="") as f:
         csv_rows = list(csv.DictReader(f))
     for source in (rows, csv_rows):
-        cands = ensemble_candidates_from_rows(source, n_classes=4)
+        cands = ensemble_candidates_from_rows(source, n_classes=4, probs_file=VAL_PROBS_FILE)
         assert [c.trial_id for c in cands] == ["t0", "t3"]  # t1 lacks probs, t2 failed, t4 has 3 classes
         assert cands[1].int8_bytes == 1003 and cands[1].macs == 2003 and cands[1].params == 903
         assert cands[0].val_probs.shape == (12, 4)
@@ -324,9 +325,7 @@ def test_real_export_leaves_clip_probabilities_in_validation_order(fsdd, tmp_pat
 
     from asc_search.constraints import patch_layout
     from asc_search.data import decode_dataset, load_manifest
-    from asc_search.deploy._bundle import export_and_validate
     from asc_search.frontends import FeatureCache
-    from asc_search.search._trainable import save_candidate
     from asc_search.search_spaces import ArchSpec, FrontendGenes, Genome, build_model
     from asc_search.trainers import Normalisation, TrainSettings, fit
 
@@ -345,7 +344,7 @@ def test_real_export_leaves_clip_probabilities_in_validation_order(fsdd, tmp_pat
                                                                                    batch_size=32))
     folder = tmp_path / "run" / "models" / "t0"
     folder.mkdir(parents=True)
-    save_candidate(folder / "model.pt", genome=g, state_dict=res.state_dict, n_classes=data.n_classes,
+    save_checkpoint(folder / "model.pt", genome=g, state_dict=res.state_dict, n_classes=data.n_classes,
                    class_names=list(data.class_names), norm=norm, metrics=res.val_metrics)
     v = export_and_validate(folder / "model.pt", {8000: data}, cache, get_budget("dcase2022"))
     f = np.load(folder / "val_probs_float.npy")

@@ -1,0 +1,212 @@
+"""One search run end to end: prepare (budget, space, data) -> the Ray Tune phase -> ensemble -> Pareto front
+-> INT8 export -> report; and resuming an interrupted run."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import yaml
+from ray import tune
+
+from asc_search._errors import UserInputError
+from asc_search._io import write_json, write_text
+from asc_search._pareto import mark_front
+from asc_search.config import RunConfig
+from asc_search.constraints import Budget
+from asc_search.data import DecodedDataset
+from asc_search.deploy import export_and_validate, export_ensemble, export_front
+from asc_search.frontends import FeatureCache
+from asc_search.pipeline._prepare import fit_options_to_data, prepare_data, resolve_budget, space_options
+from asc_search.report import report_run
+from asc_search.rundir import (
+    CACHE_DIR,
+    CONFIG_FILE,
+    DATA_REPORT_FILE,
+    ENSEMBLE_ID,
+    TRIALS_FILE,
+    TUNE_DIR,
+    VAL_PROBS_FILE,
+    VAL_PROBS_INT8_FILE,
+    VALIDATION_FILE,
+    LoadedRun,
+    blank_row,
+    copy_checkpoint,
+    model_dir,
+    read_run_config,
+    write_trials,
+)
+from asc_search.search import MODES, OBJECTIVES, SearchProgress, run_tune
+from asc_search.trainers import EnsembleSelection, ensemble_candidates_from_rows, select_ensemble
+
+log = logging.getLogger(__name__)
+
+
+def run_search(config: RunConfig, *, on_progress: Callable[[str], None] | None = None,
+               on_state: Callable[[SearchProgress], None] | None = None) -> LoadedRun:
+    """Run a whole search and write the run directory of DESIGN.md.
+
+    Args:
+        config: The run configuration.
+        on_progress: Called with short status lines (the CLI prints them).
+        on_state: Called with the live ``SearchProgress`` after each trial starts or ends.
+
+    Returns:
+        The run as ``asc_search.rundir.LoadedRun``: trials, Pareto front, exported models, data summary.
+
+    Raises:
+        UserInputError: Bad data or budget.
+        AscSearchError: The search could not run (e.g. no feasible genome in the space).
+    """
+    say = on_progress or (lambda msg: log.info("%s", msg))
+    budget = resolve_budget(config)
+    run_dir = Path(config.out).expanduser().resolve()
+    if (run_dir / TRIALS_FILE).exists() or (run_dir / TUNE_DIR).exists():
+        raise UserInputError(f"--out {run_dir} already holds a run; choose a new --out or delete it")
+    options = space_options(config)
+    data_by_rate, data_report = prepare_data(config)
+    options = fit_options_to_data(options, config, data_by_rate, data_report)
+    data = next(iter(data_by_rate.values()))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text(run_dir / CONFIG_FILE, yaml.safe_dump({
+        "run": config.to_dict(), "budget": budget.__dict__, "sample_rates_hz": list(options.sample_rates_hz),
+        "classes": list(data.class_names), "search_space": options.to_dict(),
+        "objectives": dict(zip(OBJECTIVES, MODES, strict=True)),
+    }, sort_keys=False))
+    write_json(run_dir / DATA_REPORT_FILE, data_report)
+    say(f"data: {len(data.waveforms)} clips, {data.n_classes} classes, {sorted(data_by_rate)} Hz, "
+        f"{len(data.skipped)} skipped file(s); budget {budget.describe()}")
+    rows = run_tune(config, options, budget, data_by_rate, run_dir, say, on_state)
+    return _finish(config, run_dir, rows, data_by_rate, budget, say)
+
+
+def resume_search(run_dir: str | Path, *, address: str | None = None, cpus_per_trial: float | None = None,
+                  gpus_per_trial: float | None = None, on_progress: Callable[[str], None] | None = None,
+                  on_state: Callable[[SearchProgress], None] | None = None) -> LoadedRun:
+    """Continue an interrupted search (driver killed, machine or head rebooted) from its run directory.
+
+    ``Tuner.restore`` brings back Ray Tune's trial states and the searcher's saved state: finished trials are
+    kept and not run again (a trial whose final checkpoint was written just before the crash reports that
+    checkpoint instead of training again), unfinished ones are started again, and the Optuna sampler goes on
+    from the study in ``optuna.db``, which holds every candidate told before the crash. The run then
+    finishes its trial count, and the Pareto front, export and report cover the trials of both sessions.
+
+    Args:
+        run_dir: The run directory (the ``--out`` of the interrupted search).
+        address: Ray cluster to resume on (``auto`` or ``HOST:PORT``); None: the run's own setting.
+        cpus_per_trial: CPUs per trial; None: the run's own setting.
+        gpus_per_trial: GPUs per trial (may be fractional); None: the run's own setting.
+        on_progress: Called with short status lines.
+        on_state: Called with the live ``SearchProgress``.
+
+    Returns:
+        The run as ``asc_search.rundir.LoadedRun``.
+
+    Raises:
+        UserInputError: ``run_dir`` is not a run, has finished already, or has no Ray Tune state to restore.
+    """
+    say = on_progress or (lambda msg: log.info("%s", msg))
+    run_dir = Path(run_dir).expanduser().resolve()
+    saved = _resumable_config(run_dir)
+    overrides = {"address": address, "cpus_per_trial": cpus_per_trial, "gpus_per_trial": gpus_per_trial}
+    config = replace(RunConfig.from_dict(saved["run"]), out=run_dir,
+                     **{k: v for k, v in overrides.items() if v is not None})
+    budget = Budget(**saved["budget"])
+    data_by_rate, _ = prepare_data(config)
+    data = next(iter(data_by_rate.values()))
+    if list(data.class_names) != list(saved.get("classes", data.class_names)):
+        raise UserInputError(f"the data at {config.data} now has classes {list(data.class_names)}, the run was "
+                             f"started with {saved['classes']}; resume on the same data")
+    say(f"resuming {run_dir}: {len(data.waveforms)} clips, budget {budget.describe()}")
+    rows = run_tune(config, None, budget, data_by_rate, run_dir, say, on_state, resume=True)
+    return _finish(config, run_dir, rows, data_by_rate, budget, say)
+
+
+def _resumable_config(run_dir: Path) -> dict:
+    """``config.yaml`` of a run that can be resumed.
+
+    Raises:
+        UserInputError: Not a run, finished already, or no Ray Tune state to restore.
+    """
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise UserInputError(f"{run_dir} is not an asc-search run directory (no {CONFIG_FILE}); pass the --out "
+                             "folder of the interrupted search")
+    if (run_dir / TRIALS_FILE).exists():
+        raise UserInputError(f"{run_dir} has finished ({TRIALS_FILE} exists); nothing to resume: look at it with "
+                             f"asc-search report {run_dir}")
+    if not tune.Tuner.can_restore(str(run_dir / TUNE_DIR)):
+        raise UserInputError(f"{run_dir} has no Ray Tune state to resume ({TUNE_DIR}/ is missing or empty: the "
+                             "search stopped before its first trial); start a new search with another --out")
+    return read_run_config(run_dir)
+
+
+def _finish(config: RunConfig, run_dir: Path, rows: list[dict], data_by_rate: dict[int, DecodedDataset],
+            budget: Budget, say: Callable[[str], None]) -> LoadedRun:
+    """After the search: the ensemble, the Pareto front, ``trials.csv``, the exports and the report."""
+    selection = _select_ensemble(rows, data_by_rate, budget, say) if config.ensemble else None
+    if selection is not None:
+        rows.append(_ensemble_row(selection))
+    front = mark_front(rows)
+    write_trials(run_dir, rows)
+    for r in rows:
+        if r["status"] == "failed":
+            say(f"failed trial {r['trial_id']}: {r['error'] or 'no reason recorded'}")
+    singles = [r for r in front if r["trial_id"] != ENSEMBLE_ID]
+    export_front(run_dir, singles, data_by_rate, budget, max_export=config.max_export, say=say)
+    if selection is not None and any(r["trial_id"] == ENSEMBLE_ID for r in front):
+        _export_ensemble(run_dir, selection, rows, data_by_rate, budget, say)
+    return report_run(run_dir)
+
+
+def _select_ensemble(rows: list[dict], data_by_rate: dict[int, DecodedDataset], budget: Budget,
+                     say: Callable[[str], None]) -> EnsembleSelection | None:
+    """Greedy ensemble selection over the completed trials under the budget; None unless it picks 2+ members."""
+    data = next(iter(data_by_rate.values()))
+    val = np.flatnonzero(data.is_validation)
+    candidates = ensemble_candidates_from_rows(rows, data.n_classes, probs_file=VAL_PROBS_FILE)
+    if len(candidates) < 2:
+        return None
+    sel = select_ensemble(candidates, data.labels[val], budget, class_names=list(data.class_names),
+                          groups=[data.devices[i] for i in val] if any(data.devices) else None)
+    if not sel.is_ensemble:
+        say(f"ensemble: no ensemble beats the best single model under {budget.name} ({sel.reason})")
+        return None
+    best = sel.best_single or {}
+    say(f"ensemble: {' + '.join(sel.members)} ({sel.fusion} fusion), validation accuracy "
+        f"{sel.val_metrics['accuracy']:.3f} vs {best.get('val_metrics', {}).get('accuracy', float('nan')):.3f} for "
+        f"the best single model; {sel.int8_bytes:,} INT8 bytes, {sel.macs:,} MACs in all")
+    return sel
+
+
+def _ensemble_row(sel: EnsembleSelection) -> dict:
+    """The ensemble as a ``trials.csv`` row (``EnsembleSelection.as_row``): a Pareto candidate with the members'
+    summed complexity; the columns it has no value for are empty."""
+    return {**blank_row(), **sel.as_row(ENSEMBLE_ID), "on_front": False, "finished_at": time.time(),
+            "_checkpoint": None}
+
+
+def _export_ensemble(run_dir: Path, sel: EnsembleSelection, rows: list[dict], data_by_rate: dict[int, DecodedDataset],
+                     budget: Budget, say: Callable[[str], None]) -> None:
+    """Export the members not yet exported, then the ensemble (``models/ensemble/``); a failure is recorded."""
+    by_id = {r["trial_id"]: r for r in rows}
+    cache = FeatureCache(run_dir / CACHE_DIR)
+    dest = model_dir(run_dir, ENSEMBLE_ID)
+    try:
+        for member in sel.members:
+            if not (model_dir(run_dir, member) / VAL_PROBS_INT8_FILE).exists():
+                say(f"export ensemble member {member} ({by_id[member]['summary']})")
+                export_and_validate(copy_checkpoint(by_id[member], model_dir(run_dir, member)), data_by_rate,
+                                    cache, budget)
+        data = next(iter(data_by_rate.values()))
+        val = np.flatnonzero(data.is_validation)
+        v = export_ensemble(run_dir, sel, budget, y_val=data.labels[val], class_names=list(data.class_names))
+        say(f"ensemble INT8 accuracy {v['int8']['accuracy']:.3f}, deployable {v['deployable']}")
+    except Exception as exc:  # noqa: BLE001 - the single models and the report must not be lost
+        log.error("export of the ensemble failed: %s: %s", type(exc).__name__, exc)
+        dest.mkdir(parents=True, exist_ok=True)
+        write_json(dest / VALIDATION_FILE, {"trial_id": ENSEMBLE_ID, "error": f"{type(exc).__name__}: {exc}",
+                                            "deployable": False, "members": list(sel.members)})

@@ -1,0 +1,66 @@
+"""The run directory's layout: every file and folder name a run writes, in one place (DESIGN.md, "the run
+directory").
+
+::
+
+    RUN/
+      config.yaml  data_report.json  cluster.json  optuna.db  rejected.jsonl  trials.csv
+      report.md  pareto.json  pareto.png  pareto.html  hypervolume.png
+      cache/                      feature cache (one file per front-end config and sample rate)
+      tune/trial_<id>/checkpoint_*/model.pt, history.json, val_probs.npy
+      models/<trial_id>/          model.pt, model_int8.tflite, frontend.json, labels.txt, validation.json, ...
+      models/ensemble/            the ensemble's validation.json and members
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+CONFIG_FILE = "config.yaml"
+"""The run's configuration, budget, classes, search space and objectives."""
+DATA_REPORT_FILE = "data_report.json"
+"""Counts, split rule, layout and skipped files of the data."""
+CLUSTER_FILE = "cluster.json"
+"""One entry per session: address and nodes."""
+OPTUNA_DB = "optuna.db"
+"""The Optuna study (SQLite; optuna-dashboard opens it)."""
+REJECTED_FILE = "rejected.jsonl"
+"""Candidates rejected before training, one JSON object a line."""
+TRIALS_FILE = "trials.csv"
+"""One row a candidate (``TRIAL_COLUMNS``), written when the search ends."""
+REPORT_FILE = "report.md"
+PARETO_JSON = "pareto.json"
+PARETO_PNG = "pareto.png"
+PARETO_HTML = "pareto.html"
+HYPERVOLUME_PNG = "hypervolume.png"
+CACHE_DIR = "cache"
+"""The feature cache of the run."""
+TUNE_DIR = "tune"
+"""Ray Tune's experiment folder (``Tuner(name=TUNE_DIR, storage_path=RUN)``)."""
+MODELS_DIR = "models"
+"""One folder per exported model."""
+ENSEMBLE_ID = "ensemble"
+"""Trial id of the ensemble's ``trials.csv`` row and name of its folder under ``models/``."""
+
+MODEL_FILE = "model.pt"
+"""Weights plus what rebuilds and feeds the model (``save_checkpoint``)."""
+HISTORY_FILE = "history.json"
+"""Per-epoch training history of a trial."""
+VAL_PROBS_FILE = "val_probs.npy"
+"""Clip-level float validation probabilities ``(n_val, K)`` a trial checkpoint carries beside ``model.pt``."""
+VAL_PROBS_FLOAT_FILE = "val_probs_float.npy"
+VAL_PROBS_INT8_FILE = "val_probs_int8.npy"
+MODEL_INT8_FILE = "model_int8.tflite"
+FRONTEND_JSON = "frontend.json"
+LABELS_FILE = "labels.txt"
+VALIDATION_FILE = "validation.json"
+
+
+def model_dir(run_dir: Path, trial_id: str) -> Path:
+    """``RUN/models/<trial_id>``: the folder of an exported model (``ENSEMBLE_ID`` for the ensemble)."""
+    return Path(run_dir) / MODELS_DIR / trial_id
+
+
+def trial_dirname(trial) -> str:
+    """Ray Tune's folder name for a trial (``trial_<id>``; the ``trial_dirname_creator`` of the run)."""
+    return f"trial_{trial.trial_id}"
