@@ -67,11 +67,44 @@ def write_report(run: LoadedRun) -> dict[str, Path]:
     Returns:
         Paths written, by name.
     """
-    run_dir = run.run_dir
-    budget = run.budget
+    run_dir, budget = run.run_dir, run.budget
     by_id = {v.get("trial_id"): v for v in run.exported}
     knee_idx = knee_point([(r["best_val_accuracy"], r["macs"]) for r in run.front])
     knee = run.front[knee_idx]["trial_id"] if knee_idx is not None else None
+    front = _front_entries(run, by_id, knee)
+    counts = {s: sum(r["status"] == s for r in run.trials) for s in ("completed", "rejected", "failed", "stopped")}
+    cache = FeatureCache(run_dir / CACHE_DIR).stats()
+    hv = hypervolume_by_trial(run)
+    exported = set(by_id)
+    title = f"{run_dir.name}: Pareto front under {budget.name}"
+    paths = {
+        PARETO_JSON: write_json(run_dir / PARETO_JSON, {
+            "objectives": {"best_val_accuracy": "max", "macs": "min", "int8_bytes": "min"},
+            "budget": budget.__dict__, "counts": counts, "knee_trial_id": knee,
+            "hypervolume_acc_macs": {"reference": list(hypervolume_reference(run)),
+                                     "normalised_by_trial": [round(h, 6) for h in hv]},
+            "front": front, "feature_cache": {k: v for k, v in cache.items() if k != "keys"},
+        }),
+        PARETO_PNG: plot_pareto(run.trials, budget, run_dir / PARETO_PNG, exported=exported, knee=knee, title=title),
+        PARETO_HTML: plot_pareto_html(run.trials, budget, run_dir / PARETO_HTML, exported=exported, title=title),
+        HYPERVOLUME_PNG: plot_hypervolume(hv, run_dir / HYPERVOLUME_PNG,
+                                          title=f"{run_dir.name}: hypervolume (accuracy, MACs)"),
+    }
+    lines = [f"# asc-search run `{run_dir.name}`", "", f"Budget: {budget.describe()}", ""]
+    lines += _config_lines(run) + _data_lines(run) + _cluster_lines(run)
+    lines += ["", "## Candidates", "", "| status | count |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in counts.items()]
+    if hv:
+        lines += ["", f"Hypervolume of (accuracy, MACs) against (0, {hypervolume_reference(run)[1]:,.0f} MACs), "
+                      f"normalised: {hv[-1]:.4f} after {len(hv)} trained candidates (`hypervolume.png`)."]
+    lines += _front_lines(front, knee) + _exported_lines(run) + _cache_lines(cache) + _failure_lines(run)
+    lines += ["", "![Pareto front](pareto.png)", ""]
+    paths[REPORT_FILE] = write_text(run_dir / REPORT_FILE, "\n".join(lines))
+    return paths
+
+
+def _front_entries(run: LoadedRun, by_id: dict, knee: str | None) -> list[dict]:
+    """``pareto.json``'s front: each member's objectives and genome, whether it is the knee, and its export."""
     front = []
     for r in run.front:
         d = {k: r[k] for k in FRONT_KEYS}
@@ -83,26 +116,11 @@ def write_report(run: LoadedRun) -> dict[str, Path]:
             d["int8_float_agreement"] = v.get("int8_float_agreement")
             d["deployable"] = v.get("deployable")
         front.append(d)
-    counts = {s: sum(r["status"] == s for r in run.trials) for s in ("completed", "rejected", "failed", "stopped")}
-    cache = FeatureCache(run_dir / CACHE_DIR).stats()
-    hv = hypervolume_by_trial(run)
-    exported = set(by_id)
-    paths = {
-        PARETO_JSON: write_json(run_dir / PARETO_JSON, {
-            "objectives": {"best_val_accuracy": "max", "macs": "min", "int8_bytes": "min"},
-            "budget": budget.__dict__, "counts": counts, "knee_trial_id": knee,
-            "hypervolume_acc_macs": {"reference": list(hypervolume_reference(run)),
-                                     "normalised_by_trial": [round(h, 6) for h in hv]},
-            "front": front, "feature_cache": {k: v for k, v in cache.items() if k != "keys"},
-        }),
-        PARETO_PNG: plot_pareto(run.trials, budget, run_dir / PARETO_PNG, exported=exported, knee=knee,
-                                  title=f"{run_dir.name}: Pareto front under {budget.name}"),
-        PARETO_HTML: plot_pareto_html(run.trials, budget, run_dir / PARETO_HTML, exported=exported,
-                                        title=f"{run_dir.name}: Pareto front under {budget.name}"),
-        HYPERVOLUME_PNG: plot_hypervolume(hv, run_dir / HYPERVOLUME_PNG,
-                                            title=f"{run_dir.name}: hypervolume (accuracy, MACs)"),
-    }
-    lines = [f"# asc-search run `{run_dir.name}`", "", f"Budget: {budget.describe()}", ""]
+    return front
+
+
+def _config_lines(run: LoadedRun) -> list[str]:
+    lines: list[str] = []
     cfg = run.config.get("run", {})
     if cfg:
         keys = ("data", "trials", "time_budget_s", "seed", "sampler", "epochs", "patience", "batch_size",
@@ -112,29 +130,35 @@ def write_report(run: LoadedRun) -> dict[str, Path]:
         lines += ["", "Full resolved configuration and search space: `config.yaml`.", ""]
     if run.interrupted:
         lines += ["**Interrupted run**: no trials.csv; the rows below come from Ray Tune's trial folders.", ""]
-    lines += ["## Data", ""]
+    return lines
+
+
+def _data_lines(run: LoadedRun) -> list[str]:
     ds = run.data_summary
-    lines += [f"- clips: {ds.get('clips')} (train {ds.get('train_clips')}, validation {ds.get('validation_clips')})",
-              f"- classes: {len(ds.get('classes', []))}; sample rates {ds.get('sample_rates_hz')} Hz",
-              f"- split: {ds.get('split_rule', '')}; layout {ds.get('layout', '')}; "
-              f"clips left out by the layout: {ds.get('left_out_clips', 0)}",
-              f"- skipped files: {ds.get('skipped_files', 0)}"]
-    lines += [f"  - `{s['path']}`: {s['reason']}" for s in ds.get("skipped", [])]
-    lines += _cluster_lines(run)
-    lines += ["", "## Candidates", "", "| status | count |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in counts.items()]
-    if hv:
-        lines += ["", f"Hypervolume of (accuracy, MACs) against (0, {hypervolume_reference(run)[1]:,.0f} MACs), "
-                      f"normalised: {hv[-1]:.4f} after {len(hv)} trained candidates (`hypervolume.png`)."]
-    lines += ["", "## Pareto front", "", f"Knee point: {knee or '-'}. Interactive plot: `pareto.html`.", "",
-              "| trial | genome | accuracy | M MACs | INT8 bytes | INT8 accuracy | INT8/float agreement | deployable |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines = ["## Data", "",
+             f"- clips: {ds.get('clips')} (train {ds.get('train_clips')}, validation {ds.get('validation_clips')})",
+             f"- classes: {len(ds.get('classes', []))}; sample rates {ds.get('sample_rates_hz')} Hz",
+             f"- split: {ds.get('split_rule', '')}; layout {ds.get('layout', '')}; "
+             f"clips left out by the layout: {ds.get('left_out_clips', 0)}",
+             f"- skipped files: {ds.get('skipped_files', 0)}"]
+    return lines + [f"  - `{s['path']}`: {s['reason']}" for s in ds.get("skipped", [])]
+
+
+def _front_lines(front: list[dict], knee: str | None) -> list[str]:
+    lines = ["", "## Pareto front", "", f"Knee point: {knee or '-'}. Interactive plot: `pareto.html`.", "",
+             "| trial | genome | accuracy | M MACs | INT8 bytes | INT8 accuracy | INT8/float agreement | deployable |",
+             "|---|---|---|---|---|---|---|---|"]
     for d in front:
         lines.append(
             f"| {d['trial_id']}{' (knee)' if d['knee'] else ''} | `{_cell(d['summary'])}` | "
             f"{d['best_val_accuracy']:.3f} | {d['macs'] / 1e6:.2f} | "
             f"{d['int8_bytes']:,} | {_fmt(d.get('int8_accuracy'))} | {_fmt(d.get('int8_float_agreement'))} | "
             f"{d.get('deployable', 'not exported')} |")
+    return lines
+
+
+def _exported_lines(run: LoadedRun) -> list[str]:
+    lines: list[str] = []
     if run.exported:
         lines += ["", "## Exported models (INT8 TFLite, validated with LiteRT)", "",
                   "| trial | .tflite bytes | INT8 weight bytes (graph) | M MACs (graph) | INT8 accuracy | log loss | "
@@ -158,11 +182,19 @@ def write_report(run: LoadedRun) -> dict[str, Path]:
         for v in run.exported:
             acc = v.get("int8_per_device_accuracy", {})
             lines.append(f"| {v['trial_id']} | " + " | ".join(_fmt(acc.get(d)) for d in devices) + " |")
-    lines += ["", "## Feature cache", "",
-              f"- distinct front-ends computed (misses): {cache['misses']}; cache hits: {cache['hits']}; "
-              f"seconds computing features: {cache['seconds_computing']}"]
-    lines += [f"  - `{k}`: {v['misses']} miss, {v['hits']} hits: {_layout_text(v['layout'])}"
-              for k, v in sorted(cache["keys"].items())]
+    return lines
+
+
+def _cache_lines(cache: dict) -> list[str]:
+    lines = ["", "## Feature cache", "",
+             f"- distinct front-ends computed (misses): {cache['misses']}; cache hits: {cache['hits']}; "
+             f"seconds computing features: {cache['seconds_computing']}"]
+    return lines + [f"  - `{k}`: {v['misses']} miss, {v['hits']} hits: {_layout_text(v['layout'])}"
+                    for k, v in sorted(cache["keys"].items())]
+
+
+def _failure_lines(run: LoadedRun) -> list[str]:
+    lines: list[str] = []
     failed = [r for r in run.trials if r["status"] == "failed"]
     if failed:
         lines += ["", "## Failures", "",
@@ -176,9 +208,7 @@ def write_report(run: LoadedRun) -> dict[str, Path]:
     if stopped:
         lines += ["", "## Stopped trials", ""]
         lines += [f"- {r['trial_id']}: {r.get('stop_reason') or r['status']}" for r in stopped]
-    lines += ["", "![Pareto front](pareto.png)", ""]
-    paths[REPORT_FILE] = write_text(run_dir / REPORT_FILE, "\n".join(lines))
-    return paths
+    return lines
 
 
 def _cluster_lines(run: LoadedRun) -> list[str]:
