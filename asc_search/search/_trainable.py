@@ -275,26 +275,7 @@ def train_genome(genome: Genome, data_by_rate: dict[int, DecodedDataset], featur
                                                       else {})}
         return r
 
-    teacher = None
-    if t.kd_teacher in ("basd", "cssd"):
-        plain = dataclasses.replace(genome, training=dataclasses.replace(t, kd_teacher="none", kd_teacher_rate_hz=0,
-                                                                         prune_ratios=(), qat=False))
-        feats, nm = features, norm
-        if t.kd_teacher == "cssd":
-            plain = dataclasses.replace(plain, frontend=dataclasses.replace(genome.frontend,
-                                                                            sample_rate_hz=t.kd_teacher_rate_hz))
-            tdata = data_by_rate.get(t.kd_teacher_rate_hz)
-            if tdata is None or len(tdata.labels) != len(data.labels):
-                raise RuntimeError(f"the CSSD teacher's rate {t.kd_teacher_rate_hz} Hz was not decoded for this run")
-            feats, _ = cache.get(tdata, patch_layout(plain))
-            nm = Normalisation.fit(feats, train, deltas=genome.frontend.deltas, seed=settings.seed)
-        torch.manual_seed(settings.seed + 1)
-        tmodel = build_model(plain, data.n_classes, before_pruning=True)
-        run(tmodel, f"teacher_{t.kd_teacher}", base, feats=feats, nm=nm)
-        teacher = compute_teacher_logits(tmodel, feats, nm, train)
-    elif t.kd_teacher == "ensemble":
-        teacher, members = _ensemble_teacher(tune_dir, data_by_rate, cache, train)
-        stages["teacher_ensemble"] = {"members": members}
+    teacher = _teacher(genome, data_by_rate, features, norm, cache, settings, base, run, stages, tune_dir)
     torch.manual_seed(settings.seed)  # initialisation independent of what a reused actor ran before
     model = build_model(genome, data.n_classes, before_pruning=True)
     if poison:  # the loss really becomes NaN and fit's check catches it
@@ -315,6 +296,38 @@ def train_genome(genome: Genome, data_by_rate: dict[int, DecodedDataset], featur
         stages["qat"] = {"best_val_accuracy": result.val_metrics["accuracy"], "best_epoch": result.best_epoch,
                          "epochs": len(result.history)}
     return TrainedGenome(result=result, norm=norm, stages=stages)
+
+
+def _teacher(genome: Genome, data_by_rate: dict[int, DecodedDataset], features, norm: Normalisation,
+             cache: FeatureCache, settings: TrialSettings, base: TrainSettings, run, stages: dict,
+             tune_dir: str) -> TeacherLogits | None:
+    """The distillation teacher's cached logits (None without distillation): BASD trains the same network
+    first; CSSD trains it on ``kd_teacher_rate_hz`` audio; ``ensemble`` combines the run's finished Pareto
+    members. ``run(model, stage, settings, feats=, nm=)`` trains a stage and records it in ``stages``."""
+    t = genome.training
+    data = data_by_rate[genome.frontend.sample_rate_hz]
+    train = np.flatnonzero(~data.is_validation)
+    if t.kd_teacher == "ensemble":
+        teacher, members = _ensemble_teacher(tune_dir, data_by_rate, cache, train)
+        stages["teacher_ensemble"] = {"members": members}
+        return teacher
+    if t.kd_teacher not in ("basd", "cssd"):
+        return None
+    plain = dataclasses.replace(genome, training=dataclasses.replace(t, kd_teacher="none", kd_teacher_rate_hz=0,
+                                                                     prune_ratios=(), qat=False))
+    feats, nm = features, norm
+    if t.kd_teacher == "cssd":
+        plain = dataclasses.replace(plain, frontend=dataclasses.replace(genome.frontend,
+                                                                        sample_rate_hz=t.kd_teacher_rate_hz))
+        tdata = data_by_rate.get(t.kd_teacher_rate_hz)
+        if tdata is None or len(tdata.labels) != len(data.labels):
+            raise RuntimeError(f"the CSSD teacher's rate {t.kd_teacher_rate_hz} Hz was not decoded for this run")
+        feats, _ = cache.get(tdata, patch_layout(plain))
+        nm = Normalisation.fit(feats, train, deltas=genome.frontend.deltas, seed=settings.seed)
+    torch.manual_seed(settings.seed + 1)
+    tmodel = build_model(plain, data.n_classes, before_pruning=True)
+    run(tmodel, f"teacher_{t.kd_teacher}", base, feats=feats, nm=nm)
+    return compute_teacher_logits(tmodel, feats, nm, train)
 
 
 def _ensemble_teacher(tune_dir: str, data_by_rate: dict[int, DecodedDataset], cache: FeatureCache,
