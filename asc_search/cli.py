@@ -215,8 +215,9 @@ def _cmd_deploy(argv: list[str]) -> int:
                        "  asc-search deploy runs/demo-esc10 --pick best --target dcase2022 --out bundle/",
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run")
-    p.add_argument("--pick", default="knee", help="trial id, knee or best (default knee)")
-    p.add_argument("--target", default=None, help="budget to re-check against (default: the run's)")
+    p.add_argument("--pick", default="knee", help="trial id, knee, best or ensemble (default knee)")
+    p.add_argument("--target", default=None, help="budget to re-check against (default: the run's); a model "
+                   "that breaks it is bundled anyway, with target_pass false, and the exit code is 2")
     p.add_argument("--out", default=None, help="bundle folder (default RUN/bundles/<trial>)")
     p.add_argument("--adb", action="store_true", help="also time the models on an attached Android device with "
                    "TFLite's benchmark_model (needs adb and benchmark_model in /data/local/tmp/asc_search)")
@@ -226,9 +227,14 @@ def _cmd_deploy(argv: list[str]) -> int:
         raise UserInputError("--adb needs the 'adb' program on PATH (Android platform-tools); install it or drop --adb")
     from asc_search.deploy import make_bundle
 
-    v = make_bundle(args.run, args.pick, out=args.out, target=args.target, adb=args.adb)
-    print(f"asc-search: bundle {v['bundle']}: INT8 accuracy {v['int8']['accuracy']:.3f}, "
-          f"bundle/float agreement {v.get('bundle_float_agreement', float('nan')):.3f}, "
+    v = make_bundle(args.run, args.pick, out=args.out, target=args.target, adb=args.adb)  # breaks target: exit 2
+    if "member_bundles" in v:  # an ensemble: one bundle per member
+        agreement = "lowest member bundle/float agreement " + _f(min(
+            (b["bundle_float_agreement"] for b in v["member_bundles"].values() if "bundle_float_agreement" in b),
+            default=None))
+    else:
+        agreement = f"bundle/float agreement {_f(v.get('bundle_float_agreement'))}"
+    print(f"asc-search: bundle {v['bundle']}: INT8 accuracy {v['int8']['accuracy']:.3f}, {agreement}, "
           f"{v['int8_bytes_tflite']:,} INT8 bytes, {v['macs_tflite'] / 1e6:.2f} M MACs, end-to-end "
           f"{v['latency_ms_end_to_end']:.2f} ms per chunk on this host; target {v['target']} passed")
     return 0 if v.get("bundle_agreement_pass", True) and v.get("frontend_within_tolerance", True) else 1

@@ -1,6 +1,12 @@
 """Constraints: complexity counting (parameters, INT8 bytes, MACs) and device budgets."""
 
-from asc_search.constraints._budgets import Budget, get_budget, list_budgets, register_budget
+from asc_search.constraints._budgets import (
+    Budget,
+    get_budget,
+    list_budgets,
+    register_budget,
+    unregister_budget,
+)
 from asc_search.constraints._complexity import Complexity, count_arch, count_complexity, patch_layout
 from asc_search.constraints._devices import DeviceProfile, get_device, list_devices, register_device
 
@@ -17,4 +23,5 @@ __all__ = [
     "patch_layout",
     "register_budget",
     "register_device",
+    "unregister_budget",
 ]

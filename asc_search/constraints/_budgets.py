@@ -39,6 +39,12 @@ class Budget:
             v = getattr(self, field_name)
             if v is not None and v <= 0:
                 raise UserInputError(f"budget {self.name!r}: {field_name} must be > 0, got {v}")
+        if self.max_latency_ms is not None:
+            if self.max_latency_ms <= 0:
+                raise UserInputError(f"budget {self.name!r}: max_latency_ms must be > 0, got {self.max_latency_ms}")
+            if self.device is None:
+                raise UserInputError(f"budget {self.name!r}: max_latency_ms needs a device profile to estimate "
+                                     f"the latency on; set device (see asc-search budgets)")
 
     def check(self, c: Complexity) -> list[str]:
         """Reasons why ``c`` breaks this budget (empty when it fits)."""
@@ -109,6 +115,15 @@ def register_budget(budget: Budget) -> Budget:
         ValueError: The name is taken.
     """
     return _BUDGETS.register(budget)
+
+
+def unregister_budget(name: str) -> Budget:
+    """Remove and return the registered budget ``name`` (a plugin's or a test's registration undone).
+
+    Raises:
+        UserInputError: Unknown name; the message lists the valid names.
+    """
+    return _BUDGETS.unregister(name)
 
 
 def list_budgets() -> list[Budget]:

@@ -15,6 +15,7 @@ from asc_search.constraints import Budget, count_complexity, list_devices, patch
 from asc_search.data import DecodedDataset
 from asc_search.deploy._deploy import DeployFrontend, audio_patches, batched, softmax_rows
 from asc_search.deploy._export import export_int8_tflite
+from asc_search.deploy._limits import check_limits, passes
 from asc_search.deploy._tflm import (
     TFLMError,
     litert_latency_ms,
@@ -37,7 +38,6 @@ from asc_search.trainers import (
 log = logging.getLogger(__name__)
 
 CALIBRATION_PATCHES = 512
-MIN_INT8_AGREEMENT = 0.95
 
 
 def choose_exports(front: list[dict], max_export: int) -> list[dict]:
@@ -65,8 +65,10 @@ def export_and_validate(model_pt: Path, data_by_rate: dict[int, DecodedDataset],
     accuracy, log loss and UAR of the INT8 model (LiteRT, XNNPACK, 1 thread) and of the float model on
     the validation split; agreement of their clip argmax, also with LiteRT's builtin kernels and with
     TFLite-Micro (on the first ``TFLM_MAX_PATCHES`` patches' clips); the TFLite-Micro arena (bytes); host
-    latency in LiteRT with XNNPACK and builtin kernels; the model as a C array (``model_data.h/.cc``); a pass/fail line per budget limit and for the agreement (at least ``MIN_INT8_AGREEMENT``); a model
-    that fails any line is not ``deployable``. The clip-level validation probabilities of the float and the INT8
+    latency in LiteRT with XNNPACK and builtin kernels; the model as a C array (``model_data.h/.cc``); a pass/fail
+    line per budget limit and for the agreement (at least ``MIN_INT8_AGREEMENT``), from ``check_limits`` on the
+    figures counted on the .tflite graph and the TFLite-Micro arena; a model that fails any line is not
+    ``deployable``. The clip-level validation probabilities of the float and the INT8
     model (``val_probs_float.npy``, ``val_probs_int8.npy``: ``(n_val, K)`` float32, clips in the order of
     ``np.flatnonzero(data.is_validation)``) and their labels (``val_labels.npy``) are saved beside it for
     ``export_ensemble``.
@@ -113,30 +115,13 @@ def export_and_validate(model_pt: Path, data_by_rate: dict[int, DecodedDataset],
     genome_c = count_complexity(genome, n_classes=ckpt["n_classes"])
     tfl = tflite_complexity(tflite_path)
     macs_tflite = tfl.macs_per_patch * genome_c.patches_per_second
-    limits = []
-    if budget.max_int8_bytes is not None:
-        limits.append({"limit": "int8_bytes", "value": tfl.weight_bytes, "max": budget.max_int8_bytes,
-                       "pass": tfl.weight_bytes <= budget.max_int8_bytes})
-    params_tflite = tfl.int8_weights + tfl.int32_biases
-    if budget.max_params is not None:
-        limits.append({"limit": "params", "value": params_tflite, "max": budget.max_params,
-                       "pass": params_tflite <= budget.max_params})
-    if budget.max_macs is not None:
-        limits.append({"limit": "macs", "value": macs_tflite, "max": budget.max_macs,
-                       "pass": macs_tflite <= budget.max_macs})
-    latency = budget.latency_ms(macs_tflite)
-    if latency is not None:
-        limits.append({"limit": "estimated_latency_ms", "value": round(latency, 3), "max": budget.max_latency_ms,
-                       "device": budget.device, "pass": latency <= budget.max_latency_ms})
     agreement = float((f_clip.argmax(1) == q_clip.argmax(1)).mean())
     b_clip = clip_probabilities(builtin_probs, owner, len(val))
     tflm = _tflm_check(tflite_path, x_val, owner, f_clip, float_probs)
-    if budget.max_peak_ram_bytes is not None:
-        arena = tflm.get("tflm_arena_bytes")
-        limits.append({"limit": "tflm_arena_bytes", "value": arena, "max": budget.max_peak_ram_bytes,
-                       "pass": arena is not None and arena <= budget.max_peak_ram_bytes})
-    limits.append({"limit": "int8_float_agreement", "value": agreement, "min": MIN_INT8_AGREEMENT,
-                   "pass": agreement >= MIN_INT8_AGREEMENT})
+    params_tflite = tfl.int8_weights + tfl.int32_biases
+    checks = check_limits(budget, {"int8_bytes": tfl.weight_bytes, "params": params_tflite, "macs": macs_tflite,
+                                   "tflm_arena_bytes": tflm.get("tflm_arena_bytes"),
+                                   "int8_float_agreement": agreement})
     report = {
         "trial_id": out_dir.name, "genome_id": genome.genome_id, "summary": genome.summary(),
         "tflite": str(tflite_path.name), "file_bytes": tfl.file_bytes,
@@ -166,7 +151,7 @@ def export_and_validate(model_pt: Path, data_by_rate: dict[int, DecodedDataset],
                                                for d in list_devices()},
         "device_latency_model": "MACs / calibrated MAC throughput of the device profile (see asc-search budgets)",
         "interpreter": "LiteRT (XNNPACK, 1 thread)", "export_s": round(export_s, 2),
-        "budget": budget.name, "limits": limits, "deployable": all(lim["pass"] for lim in limits),
+        "budget": budget.name, "limits": [c.to_dict() for c in checks], "deployable": passes(checks),
     }
     # clip-level validation probabilities (n_val, K), clips in the order of np.flatnonzero(data.is_validation):
     # export_ensemble fuses the members' from these

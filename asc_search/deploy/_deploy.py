@@ -23,6 +23,13 @@ from asc_search._io import atomic_write, write_json, write_text
 from asc_search.constraints import get_budget
 from asc_search.data import count_patches, decode_dataset, load_manifest, pad_to_patches
 from asc_search.deploy._export import ExportError, _ensure_tools_on_path, _redirect_fds
+from asc_search.deploy._limits import (
+    LimitCheck,
+    check_limits,
+    describe_failures,
+    measured_from_validation,
+    passes,
+)
 from asc_search.deploy._validate import run_int8
 from asc_search.frontends import Deltas, FrontendConfig, build_frontend
 from asc_search.rundir import ENSEMBLE_ID, load_run
@@ -266,13 +273,28 @@ def adb_benchmark(bundle: Path, *, device_dir: str = "/data/local/tmp/asc_search
     return out
 
 
+class TargetBudgetError(UserInputError):
+    """The bundled model breaks the ``--target`` budget. The bundle was written anyway (``target_pass: false``
+    and the failed lines in its ``validation.json``); ``report`` is that validation dict, ``checks`` the lines."""
+
+    def __init__(self, message: str, report: dict, checks: list[LimitCheck]) -> None:
+        super().__init__(message)
+        self.report, self.checks = report, checks
+
+
 def make_bundle(run_dir: str | Path, pick: str, *, out: str | Path | None = None, target: str | None = None,
                 adb: bool = False) -> dict:
-    """Write the deployable bundle of one exported model of a run.
+    """Write the deployable bundle of one exported model (or of the exported ensemble) of a run.
+
+    The model's figures counted at export (INT8 bytes, parameters, MACs, the TFLite-Micro arena, the INT8/float
+    agreement; the latency estimated from the MACs on the budget's device) are checked against every limit of the
+    target budget by ``check_limits``: ``target_pass`` in the bundle's ``validation.json`` is whether every line
+    passes, ``target_limits`` holds the lines and ``target_failures`` the failed ones, one sentence each.
 
     Args:
         run_dir: The run directory.
-        pick: A trial id, ``knee`` or ``best`` (most accurate deployable exported model).
+        pick: A trial id, ``knee``, ``best`` (most accurate deployable exported model) or ``ensemble`` (the
+            exported ensemble: one sub-bundle per member beside ``fusion.json``).
         out: Bundle folder (default ``RUN/bundles/<trial>``).
         target: Budget name to re-check the model against (default: the run's budget).
         adb: Also time the models on an attached Android device (``adb_benchmark``).
@@ -281,14 +303,14 @@ def make_bundle(run_dir: str | Path, pick: str, *, out: str | Path | None = None
         The bundle's validation dict (also ``validation.json`` in the bundle).
 
     Raises:
-        UserInputError: The pick names no exported deployable model, or the model breaks the target budget.
+        UserInputError: The pick names no exported deployable model, or the target budget is unknown.
+        TargetBudgetError: The model breaks the target budget (a ``UserInputError``, raised after the bundle is
+            written; the message names each failed limit, its measured value and the limit).
     """
     run = load_run(run_dir)
+    budget = get_budget(target) if target else run.budget
     if pick == ENSEMBLE_ID:
-        members = json.loads((run.run_dir / "models" / ENSEMBLE_ID / "validation.json").read_text()).get("members", [])
-        raise UserInputError(f"an ensemble is deployed member by member: bundle each member (--pick "
-                             f"{' / '.join(map(str, members)) or 'ID'}) and fuse their clip probabilities as "
-                             f"{run.run_dir / 'models' / ENSEMBLE_ID / 'fusion.json'} says")
+        return _make_ensemble_bundle(run, budget, out=out, adb=adb)
     exported = {v["trial_id"]: v for v in run.exported if "error" not in v and v.get("trial_id") != ENSEMBLE_ID}
     deployable = sorted((v for v in exported.values() if v.get("deployable")),
                         key=lambda v: (-v["int8"]["accuracy"], v["macs_tflite"]))
@@ -307,19 +329,23 @@ def make_bundle(run_dir: str | Path, pick: str, *, out: str | Path | None = None
                              f"exported: {', '.join(sorted(exported)) or 'none'}")
     v = exported[trial]
     if not v.get("deployable"):
-        failed = [lim["limit"] for lim in v.get("limits", []) if not lim["pass"]]
-        raise UserInputError(f"trial {trial} is not deployable (fails {', '.join(failed)}); "
+        raise UserInputError(f"trial {trial} is not deployable ({_stored_failures(v)}); "
                              f"deployable: {', '.join(d['trial_id'] for d in deployable) or 'none'}")
-    budget = get_budget(target) if target else run.budget
-    breaks = []
-    if budget.max_int8_bytes is not None and v["int8_bytes_tflite"] > budget.max_int8_bytes:
-        breaks.append(f"int8_bytes {v['int8_bytes_tflite']:,} > {budget.max_int8_bytes:,}")
-    if budget.max_macs is not None and v["macs_tflite"] > budget.max_macs:
-        breaks.append(f"macs {v['macs_tflite']:,} > {budget.max_macs:,}")
-    if breaks:
-        raise UserInputError(f"trial {trial} breaks --target {budget.name}: {'; '.join(breaks)}")
-    src = run.run_dir / "models" / trial
+    checks = check_limits(budget, measured_from_validation(v))
     dest = Path(out) if out else run.run_dir / "bundles" / trial
+    files, spec = _bundle_model(run, run.run_dir / "models" / trial, dest)
+    report = {**v, "bundle": str(dest), **_target_fields(budget, checks), **files}
+    if adb:
+        report["device_benchmark"] = adb_benchmark(dest)
+    write_json(dest / "validation.json", report)
+    write_text(dest / "README.md", _bundle_readme(trial, report, spec))
+    _raise_unless_passed(f"trial {trial}", dest, budget, checks, report)
+    return report
+
+
+def _bundle_model(run, src: Path, dest: Path) -> tuple[dict, dict]:
+    """Copy one exported model into ``dest`` with its front-end as TFLite; the parity and host latency figures
+    (keys of the bundle's ``validation.json``) and the model's ``frontend.json``."""
     dest.mkdir(parents=True, exist_ok=True)
     for name in ("model_int8.tflite", "frontend.json", "labels.txt", "model_data.h", "model_data.cc"):
         atomic_write(dest / name, lambda p, n=name: shutil.copyfile(src / n, p))
@@ -329,15 +355,70 @@ def make_bundle(run_dir: str | Path, pick: str, *, out: str | Path | None = None
     # parity: bundle on raw audio vs PyTorch front-end + float model
     data_path = run.config.get("run", {}).get("data")
     parity = _bundle_parity(src, dest, data_path, frontend, spec) if data_path else {}
-    report = {**v, "bundle": str(dest), "target": budget.name, "target_pass": True, **parity, "feature_tolerance": FEATURE_TOLERANCE,
-              "latency_ms_end_to_end": round(end_to_end_latency_ms(dest, chunk), 4),
-              "latency_end_to_end_note": "frontend.tflite + model_int8.tflite on one chunk, host CPU, LiteRT "
-                                         "(XNNPACK), 1 thread, median of 50 runs after 5 warm-up runs"}
-    if adb:
-        report["device_benchmark"] = adb_benchmark(dest)
+    return {**parity, "feature_tolerance": FEATURE_TOLERANCE,
+            "latency_ms_end_to_end": round(end_to_end_latency_ms(dest, chunk), 4),
+            "latency_end_to_end_note": "frontend.tflite + model_int8.tflite on one chunk, host CPU, LiteRT "
+                                       "(XNNPACK), 1 thread, median of 50 runs after 5 warm-up runs"}, spec
+
+
+def _make_ensemble_bundle(run, budget, *, out: str | Path | None, adb: bool) -> dict:
+    """The exported ensemble as a bundle: ``<member>/`` (a single-model bundle each), ``fusion.json`` (paths
+    relative to the bundle), ``validation.json`` (the ensemble's, with the target's lines) and a README."""
+    folder = run.run_dir / "models" / ENSEMBLE_ID
+    if not (folder / "validation.json").is_file() or not (folder / "fusion.json").is_file():
+        raise UserInputError(f"--pick {ENSEMBLE_ID}: {run.run_dir} has no exported ensemble "
+                             f"(models/{ENSEMBLE_ID}/validation.json and fusion.json)")
+    v = json.loads((folder / "validation.json").read_text())
+    if "error" in v or not v.get("deployable"):
+        raise UserInputError(f"the ensemble of {run.run_dir} is not deployable "
+                             f"({v.get('error') or _stored_failures(v)}); bundle a single model instead")
+    fusion = json.loads((folder / "fusion.json").read_text())
+    checks = check_limits(budget, measured_from_validation(v))
+    dest = Path(out) if out else run.run_dir / "bundles" / ENSEMBLE_ID
+    member_bundles = {}
+    for m in v["members"]:
+        mv = json.loads((run.run_dir / "models" / m / "validation.json").read_text())
+        files, spec = _bundle_model(run, run.run_dir / "models" / m, dest / m)
+        member = {**mv, "bundle": str(dest / m), "ensemble_member_of": str(dest), **files}
+        if adb:
+            member["device_benchmark"] = adb_benchmark(dest / m)
+        write_json(dest / m / "validation.json", member)
+        write_text(dest / m / "README.md", _bundle_readme(m, member, spec))
+        member_bundles[m] = files
+    write_json(dest / "fusion.json", {
+        **fusion, "paths": "relative to the bundle folder",
+        "members": [{"trial_id": m, "folder": m, "tflite": f"{m}/model_int8.tflite", "frontend": f"{m}/frontend.json",
+                     "frontend_tflite": f"{m}/frontend.tflite"} for m in v["members"]]})
+    parities = [b for b in member_bundles.values() if "bundle_float_agreement" in b]
+    report = {**v, "bundle": str(dest), **_target_fields(budget, checks), "member_bundles": member_bundles,
+              "latency_ms_end_to_end": round(sum(b["latency_ms_end_to_end"] for b in member_bundles.values()), 4),
+              "latency_end_to_end_note": "sum over the members (they run one after another) of frontend.tflite + "
+                                         "model_int8.tflite on one chunk, host CPU, LiteRT (XNNPACK), 1 thread"}
+    if parities:
+        report["bundle_agreement_pass"] = all(b["bundle_agreement_pass"] for b in parities)
+        report["frontend_within_tolerance"] = all(b["frontend_within_tolerance"] for b in parities)
     write_json(dest / "validation.json", report)
-    write_text(dest / "README.md", _bundle_readme(trial, report, spec))
+    write_text(dest / "README.md", _ensemble_readme(report))
+    _raise_unless_passed(f"the ensemble ({' + '.join(v['members'])})", dest, budget, checks, report)
     return report
+
+
+def _target_fields(budget, checks: list[LimitCheck]) -> dict:
+    return {"target": budget.name, "target_pass": passes(checks),
+            "target_limits": [c.to_dict() for c in checks],
+            "target_failures": [c.describe() for c in checks if not c.passed]}
+
+
+def _raise_unless_passed(what: str, dest: Path, budget, checks: list[LimitCheck], report: dict) -> None:
+    if not passes(checks):
+        raise TargetBudgetError(f"{what} breaks --target {budget.name}: {describe_failures(checks)}; the bundle "
+                                f"is written to {dest} with target_pass false", report, checks)
+
+
+def _stored_failures(v: dict) -> str:
+    """The failed lines of a ``validation.json``'s ``limits``, in one line."""
+    failed = describe_failures(LimitCheck.from_dict(d, budget=v.get("budget", "")) for d in v.get("limits", []))
+    return f"fails {failed}" if failed else "no limit failed"
 
 
 def _bundle_parity(src: Path, dest: Path, data_path: str, frontend: DeployFrontend, spec: dict) -> dict:
@@ -399,5 +480,40 @@ patch, average the softmax probabilities (mean fusion).
 | TFLite-Micro arena (bytes) | {v.get('tflm_arena_bytes', '-')} |
 | end-to-end host latency, frontend.tflite + INT8 model, one chunk (ms) | {v.get('latency_ms_end_to_end', float('nan')):.3f} |
 | host latency, LiteRT 1 thread, XNNPACK / builtin (ms) | {v.get('latency_ms_litert_xnnpack', float('nan')):.3f} / {v.get('latency_ms_litert_builtin', float('nan')):.3f} |
-| target budget | {v['target']} (pass) |
+| target budget | {_target_line(v)} |
+"""
+
+
+def _target_line(v: dict) -> str:
+    if "target" not in v:  # a member of an ensemble bundle: the target is checked on the whole ensemble
+        return "checked on the whole ensemble, see ../validation.json"
+    if v["target_pass"]:
+        return f"{v['target']} (pass)"
+    return f"{v['target']} (FAIL: {'; '.join(v['target_failures'])})"
+
+
+def _ensemble_readme(v: dict) -> str:
+    rows = "\n".join(f"| `{m}/` | {b.get('bundle_float_agreement', float('nan')):.3f} | "
+                      f"{b.get('frontend_max_abs_diff', float('nan')):.2e} | {b['latency_ms_end_to_end']:.3f} |"
+                      for m, b in v["member_bundles"].items())
+    return f"""# asc-search bundle: ensemble
+
+`{v['summary']}`
+
+One folder per member, each a single-model bundle (`frontend.tflite`, `model_int8.tflite`, `frontend.json`,
+`labels.txt`, `model_data.h/.cc`, its own README). `fusion.json` says how to fuse: each member computes its clip
+probability on its own front-end and patches, then the members' are fused by the `{v['fusion']}` rule.
+
+| member | bundle / PyTorch float agreement | front-end max abs difference | end-to-end host latency, one chunk (ms) |
+|---|---|---|---|
+{rows}
+
+| figure | value |
+|---|---|
+| INT8 weight bytes, all members (counted on the graphs) | {v['int8_bytes_tflite']:,} |
+| MACs per 1 s of audio, all members | {v['macs_tflite']:,} |
+| INT8 accuracy of the fused ensemble on the validation split | {v['int8']['accuracy']:.3f} |
+| fused INT8 / float agreement | {v['int8_float_agreement']:.3f} |
+| TFLite-Micro arena, the largest member's (bytes) | {v.get('tflm_arena_bytes', '-')} |
+| target budget | {_target_line(v)} |
 """

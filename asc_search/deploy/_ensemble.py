@@ -12,13 +12,12 @@ import numpy as np
 from asc_search._errors import AscSearchError, UserInputError
 from asc_search._io import write_json
 from asc_search.constraints import Budget
-from asc_search.deploy._bundle import MIN_INT8_AGREEMENT
-from asc_search.rundir import ENSEMBLE_ID
+from asc_search.deploy._limits import check_limits, ensemble_measured, passes
+from asc_search.rundir import ENSEMBLE_ID, model_dir
 from asc_search.trainers import FUSIONS, full_metrics, fuse
 
 log = logging.getLogger(__name__)
 
-ENSEMBLE_DIR = ENSEMBLE_ID
 """Folder of the ensemble under ``run_dir/models/``, and its ``trial_id`` in ``trials.csv`` and the reports."""
 
 MEMBER_FILES = ("validation.json", "model_int8.tflite", "val_probs_float.npy", "val_probs_int8.npy")
@@ -46,11 +45,12 @@ def export_ensemble(run_dir: str | Path, selection, budget: Budget, *, y_val: np
     ``model_int8.tflite``, ``validation.json`` and the clip-level validation probabilities
     ``val_probs_float.npy`` / ``val_probs_int8.npy``, shape ``(n_val, K)``). Each member's clip probability is the
     mean of the softmax over its own patches; the members' clip probabilities are fused by the selection's rule
-    (``asc_search.search._ensemble.fuse``: mean, PROD of Pham et al. 2021 eq. 3, or geometric mean).
+    (``asc_search.trainers.fuse``: mean, PROD of Pham et al. 2021 eq. 3, or geometric mean).
 
     ``validation.json`` holds the summed INT8 weight bytes, parameters and MACs per 1 s as counted on the
-    members' .tflite graphs (the DCASE rule: all members count), a pass/fail line per budget limit as the
-    single-model validation has (peak RAM: the largest member arena, the members running one after another),
+    members' .tflite graphs (the DCASE rule: all members count), a pass/fail line per budget limit from
+    ``check_limits`` as the single-model validation has (peak RAM: the largest member arena, the members running
+    one after another; ``ensemble_measured``),
     ``full_metrics`` of the INT8 and of the float ensemble, the clip-level argmax agreement of the fused INT8 and
     float predictions (at least ``MIN_INT8_AGREEMENT`` to pass) and ``deployable`` (every line passes).
 
@@ -106,25 +106,23 @@ def export_ensemble(run_dir: str | Path, selection, budget: Budget, *, y_val: np
         values = [v.get(key) for v in vals]
         return None if any(x is None for x in values) else int(sum(values))
 
-    int8_bytes, macs, params = total("int8_bytes_tflite"), total("macs_tflite"), total("params_tflite")
-    arenas = [v.get("tflm_arena_bytes") for v in vals]
-    arena = None if any(a is None for a in arenas) else int(max(arenas))
-    limits = _limits(budget, int8_bytes=int8_bytes, params=params, macs=macs, arena=arena, agreement=agreement)
+    measured = ensemble_measured(vals, agreement)
+    checks = check_limits(budget, measured)
     q_metrics = full_metrics(y, q_fused, class_names=names, groups=groups, n_bootstrap=n_bootstrap, seed=seed)
     f_metrics = full_metrics(y, f_fused, class_names=names, groups=groups, n_bootstrap=n_bootstrap, seed=seed)
     member_acc = {m: float(np.mean(p.argmax(1) == y)) for m, p in zip(members, q_probs, strict=True)}
-    out_dir = run_dir / "models" / ENSEMBLE_DIR
+    out_dir = model_dir(run_dir, ENSEMBLE_ID)
     report = {
-        "trial_id": ENSEMBLE_DIR, "kind": "ensemble", "members": members, "fusion": rule,
+        "trial_id": ENSEMBLE_ID, "kind": "ensemble", "members": members, "fusion": rule,
         "summary": f"ensemble of {len(members)} ({rule}): " + " + ".join(members),
         "member_folders": [str(f.relative_to(run_dir)) for f in folders],
-        "file_bytes": total("file_bytes"), "int8_bytes_tflite": int8_bytes, "params_tflite": params,
-        "macs_tflite": macs,
+        "file_bytes": total("file_bytes"), "int8_bytes_tflite": measured["int8_bytes"],
+        "params_tflite": measured["params"], "macs_tflite": measured["macs"],
         "member_int8_bytes_tflite": {m: v.get("int8_bytes_tflite") for m, v in zip(members, vals, strict=True)},
         "member_macs_tflite": {m: v.get("macs_tflite") for m, v in zip(members, vals, strict=True)},
         "complexity_note": "INT8 weight bytes, parameters and MACs summed over the members' .tflite graphs "
                            "(all members count, as in DCASE Task 1)",
-        "tflm_arena_bytes": arena,
+        "tflm_arena_bytes": measured["tflm_arena_bytes"],
         "tflm_arena_note": "the largest member arena: the members run one after another and share it",
         "latency_ms_litert_xnnpack": _sum_float(vals, "latency_ms_litert_xnnpack"),
         "latency_ms_litert_builtin": _sum_float(vals, "latency_ms_litert_builtin"),
@@ -139,7 +137,7 @@ def export_ensemble(run_dir: str | Path, selection, budget: Budget, *, y_val: np
         "selection": {key: sel.get(key) for key in ("members", "fusion", "int8_bytes", "macs", "val_metrics",
                                                     "best_single", "trace", "per_fusion", "reason")},
         "interpreter": "LiteRT (XNNPACK, 1 thread), per member; fused by the rule in fusion.json",
-        "budget": budget.name, "limits": limits, "deployable": all(lim["pass"] for lim in limits),
+        "budget": budget.name, "limits": [c.to_dict() for c in checks], "deployable": passes(checks),
     }
     fusion = {
         "kind": "ensemble", "fusion": rule, "labels": names,
@@ -156,33 +154,6 @@ def export_ensemble(run_dir: str | Path, selection, budget: Budget, *, y_val: np
     log.info("ensemble %s (%s): INT8 accuracy %.4f, agreement %.3f, deployable %s", members, rule,
              q_metrics["accuracy"], agreement, report["deployable"])
     return report
-
-
-def _limits(budget: Budget, *, int8_bytes: int | None, params: int | None, macs: int | None, arena: int | None,
-            agreement: float) -> list[dict]:
-    """Pass/fail per budget limit, as ``export_and_validate`` writes them; an unknown value fails its limit."""
-    limits = []
-
-    def add(name: str, value, maximum) -> None:
-        limits.append({"limit": name, "value": value, "max": maximum,
-                       "pass": value is not None and value <= maximum})
-
-    if budget.max_int8_bytes is not None:
-        add("int8_bytes", int8_bytes, budget.max_int8_bytes)
-    if budget.max_params is not None:
-        add("params", params, budget.max_params)
-    if budget.max_macs is not None:
-        add("macs", macs, budget.max_macs)
-    latency = budget.latency_ms(macs) if macs is not None else None
-    if budget.max_latency_ms is not None and budget.device is not None:
-        limits.append({"limit": "estimated_latency_ms", "value": None if latency is None else round(latency, 3),
-                       "max": budget.max_latency_ms, "device": budget.device,
-                       "pass": latency is not None and latency <= budget.max_latency_ms})
-    if budget.max_peak_ram_bytes is not None:
-        add("tflm_arena_bytes", arena, budget.max_peak_ram_bytes)
-    limits.append({"limit": "int8_float_agreement", "value": agreement, "min": MIN_INT8_AGREEMENT,
-                   "pass": agreement >= MIN_INT8_AGREEMENT})
-    return limits
 
 
 def _labels(folders: list[Path], y_val: np.ndarray | None, n_val: int) -> np.ndarray:
@@ -219,4 +190,4 @@ def _sum_float(vals: list[dict], key: str) -> float | None:
     return None if any(x is None for x in values) else round(float(sum(values)), 4)
 
 
-__all__ = ["ENSEMBLE_DIR", "HOW_TO_FUSE", "MEMBER_FILES", "export_ensemble"]
+__all__ = ["HOW_TO_FUSE", "MEMBER_FILES", "export_ensemble"]
