@@ -186,7 +186,7 @@ def exported_run(fsdd, tmp_path_factory):
     from asc_search.data import decode_dataset, load_manifest
     from asc_search.deploy import export_and_validate, export_ensemble
     from asc_search.frontends import FeatureCache
-    from asc_search.search._trainable import save_candidate
+    from asc_search.rundir import save_checkpoint
     from asc_search.search_spaces import ArchSpec, FrontendGenes, Genome, build_model
     from asc_search.trainers import Normalisation, TrainSettings, fit
 
@@ -205,8 +205,8 @@ def exported_run(fsdd, tmp_path_factory):
     fit(model, feats, data.labels, train, val, norm, TrainSettings(epochs=3, learning_rate=3e-3))
     model_pt = run / "models" / "t1" / "model.pt"
     model_pt.parent.mkdir(parents=True)
-    save_candidate(model_pt, genome=g, state_dict=model.state_dict(), n_classes=data.n_classes,
-                   class_names=list(data.class_names), norm=norm, metrics={})
+    save_checkpoint(model_pt, genome=g, state_dict=model.state_dict(), n_classes=data.n_classes,
+                    class_names=list(data.class_names), norm=norm, metrics={})
     budget = get_budget("none")
     v = export_and_validate(model_pt, {8000: data}, cache, budget)
     assert v["deployable"], v["limits"]
