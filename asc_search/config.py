@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from asc_search._errors import UserInputError
+from asc_search.search_spaces import check_training_options
 
 SAMPLERS = ("tpe", "nsga2", "random")
 QAT_MODES = ("off", "on", "search")
@@ -142,8 +143,6 @@ class RunConfig:
         if self.kd_teacher_rate_hz < 0:
             raise UserInputError(f"--kd-teacher-rate-hz must be > 0 Hz (or 0: the native rate), got "
                                  f"{self.kd_teacher_rate_hz}")
-        from asc_search.search_spaces._space import check_training_options
-
         check_training_options(_TrainingChoices(self))
 
     @property

@@ -7,8 +7,9 @@ from asc_search.constraints._budgets import (
     register_budget,
     unregister_budget,
 )
-from asc_search.constraints._complexity import Complexity, count_arch, count_complexity, patch_layout
+from asc_search.constraints._complexity import Complexity, count_arch, count_complexity
 from asc_search.constraints._devices import DeviceProfile, get_device, list_devices, register_device
+from asc_search.search_spaces import patch_layout  # re-exported: it lives with the genome
 
 __all__ = [
     "Budget",

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from asc_search._errors import UserInputError
 from asc_search._registry import NamedRegistry
 from asc_search.constraints._complexity import Complexity
+from asc_search.constraints._devices import get_device
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,8 +69,6 @@ class Budget:
         """Estimated latency (ms) of ``macs`` MACs on the budget's device, or None without a latency limit."""
         if self.max_latency_ms is None or self.device is None:
             return None
-        from asc_search.constraints._devices import get_device
-
         return get_device(self.device).estimate_latency_ms(macs)
 
     def violations(self, c: Complexity) -> dict[str, float]:

@@ -10,6 +10,9 @@ matches what the DCASE 2022 organisers count on the TFLite file, see DESIGN.md a
   patch times the patches that cover 1 s (``torch.utils.flop_counter.FlopCounterMode`` / 2 per patch);
 * peak activation memory: the largest sum of live INT8 tensors at any step of the forward pass.
 
+Each block type counts itself (``BlockSpec.cost``, from the block registry); this module adds the head and sums.
+``patch_layout`` lives in ``asc_search.search_spaces`` (the model builder needs it) and is re-exported here.
+
 Also reported, for comparison with the figures DCASE participants submit:
 
 * ``keras_params``: the parameters Keras' ``model.summary()`` shows for the same network with conv biases
@@ -25,10 +28,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from asc_search._errors import UserInputError
-from asc_search.frontends import PatchLayout
-from asc_search.search_spaces._arch import ArchSpec, head_cost, trace
-from asc_search.search_spaces._blocks import BlockCost, InfeasibleBlock
-from asc_search.search_spaces._genome import Genome
+from asc_search.search_spaces import (
+    ArchSpec,
+    BlockCost,
+    Genome,
+    InfeasibleBlock,
+    head_cost,
+    patch_layout,
+    trace,
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,17 +76,6 @@ class Complexity:
     def to_dict(self) -> dict:
         """JSON-ready dict."""
         return asdict(self)
-
-
-def patch_layout(genome: Genome) -> PatchLayout:
-    """The front-end and patch layout of ``genome``.
-
-    Raises:
-        UserInputError: The front-end genes are invalid, or a patch is shorter than one frame.
-    """
-    layout = PatchLayout(frontend=genome.frontend.config(), chunk_s=genome.frontend.chunk_s)
-    layout.patch_frames  # noqa: B018 - raises when a patch is shorter than one frame
-    return layout
 
 
 def count_arch(arch: ArchSpec, input_shape: tuple[int, int, int], *, n_classes: int,

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from asc_search._io import atomic_write, write_json, write_text
-from asc_search.constraints import Budget, count_complexity, list_devices, patch_layout
+from asc_search.constraints import Budget, count_complexity, list_devices
 from asc_search.data import DecodedDataset
 from asc_search.deploy._deploy import DeployFrontend, audio_patches, batched, softmax_rows
 from asc_search.deploy._export import export_int8_tflite
@@ -26,7 +26,7 @@ from asc_search.deploy._tflm import (
 from asc_search.deploy._validate import run_int8, tflite_complexity, xnnpack_prepares
 from asc_search.frontends import FeatureCache
 from asc_search.rundir import copy_checkpoint
-from asc_search.search_spaces import Genome, build_model
+from asc_search.search_spaces import Genome, build_model, patch_layout
 from asc_search.trainers import (
     Normalisation,
     classification_metrics,
@@ -161,7 +161,7 @@ def export_and_validate(model_pt: Path, data_by_rate: dict[int, DecodedDataset],
     write_json(out_dir / "validation.json", report)
     write_text(out_dir / "labels.txt", "\n".join(ckpt["class_names"]) + "\n")
     write_c_array(tflite_path, out_dir)
-    write_json(out_dir / "frontend.json", {"frontend": layout.frontend.to_dict(), "chunk_s": layout.chunk_s,
+    write_json(out_dir / "frontend.json", {"frontend": layout.frontend.to_json(), "chunk_s": layout.chunk_s,
                                            "patch_frames": layout.patch_frames,
                                            "patch_hop_frames": layout.patch_hop_frames,
                                            "normalisation": ckpt["normalisation"],

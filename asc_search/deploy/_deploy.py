@@ -7,6 +7,7 @@ A bundle (DeepSpectrumLite ships its pre-processing with the model the same way)
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -52,7 +53,7 @@ class DeployFrontend(nn.Module):
 
     def __init__(self, config: FrontendConfig, mean_db: list[float], std_db: list[float]) -> None:
         super().__init__()
-        self.frontend = build_frontend(FrontendConfig(**{**_config_fields(config), "deltas": 0}))
+        self.frontend = build_frontend(dataclasses.replace(config, deltas=0))
         self.deltas = Deltas(order=config.deltas) if config.deltas else None
         self.register_buffer("mean", torch.tensor(mean_db, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std_db, dtype=torch.float32).view(1, -1, 1, 1))
@@ -63,10 +64,6 @@ class DeployFrontend(nn.Module):
         if self.deltas is not None:
             x = self.deltas(x)
         return (x - self.mean) / self.std
-
-
-CONFIG_FIELDS = ("kind", "sample_rate_hz", "n_bins", "win_ms", "hop_ms", "f_min_hz", "f_max_hz", "deltas",
-                 "bins_per_octave", "amin")
 
 
 def batched(module: nn.Module, x: np.ndarray, *, batch: int = 256, softmax: bool = False) -> np.ndarray:
@@ -85,15 +82,15 @@ def softmax_rows(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def _config_fields(config: FrontendConfig) -> dict:
-    return {k: getattr(config, k) for k in CONFIG_FIELDS}
-
-
 def load_frontend(frontend_json: Path) -> tuple[DeployFrontend, dict]:
-    """The ``DeployFrontend`` described by a model's ``frontend.json``, and that JSON."""
+    """The ``DeployFrontend`` described by a model's ``frontend.json`` (its ``frontend`` entry read back by the
+    front-end registry, ``FrontendConfig.from_json``), and that JSON.
+
+    Raises:
+        UserInputError: The file names an unknown front-end kind or misses a field it needs.
+    """
     spec = json.loads(Path(frontend_json).read_text())
-    fe = spec["frontend"]
-    config = FrontendConfig(**{k: fe[k] for k in CONFIG_FIELDS if k in fe})
+    config = FrontendConfig.from_json(spec["frontend"])
     norm = spec["normalisation"]
     return DeployFrontend(config, norm["mean_db"], norm["std_db"]).eval(), spec
 

@@ -1,5 +1,7 @@
 """Front-ends: log-mel, gammatone and CQT (nnAudio), deltas, the DeepSpectrumLite colour-map image; patches
-(chunking) and the feature cache."""
+(chunking) and the feature cache. A front-end kind is one registered ``Frontend`` subclass
+(``register_frontend`` / ``unregister_frontend``); the space, the features and ``frontend.json`` ask the
+registry."""
 
 from asc_search.frontends._features import (
     ClipFeatures,
@@ -10,6 +12,9 @@ from asc_search.frontends._features import (
 )
 from asc_search.frontends._image import ColourMapImage, spectrogram_to_image
 from asc_search.frontends._registry import (
+    CONFIG_FIELDS,
+    DERIVED_FIELDS,
+    FRONTENDS,
     CQTFrontend,
     Deltas,
     Frontend,
@@ -18,11 +23,16 @@ from asc_search.frontends._registry import (
     LogMelFrontend,
     build_frontend,
     compute_deltas,
+    frontend_class,
     list_frontends,
     register_frontend,
+    unregister_frontend,
 )
 
 __all__ = [
+    "CONFIG_FIELDS",
+    "DERIVED_FIELDS",
+    "FRONTENDS",
     "CQTFrontend",
     "ClipFeatures",
     "ColourMapImage",
@@ -37,7 +47,9 @@ __all__ = [
     "build_frontend",
     "compute_clip_features",
     "compute_deltas",
+    "frontend_class",
     "list_frontends",
     "register_frontend",
     "spectrogram_to_image",
+    "unregister_frontend",
 ]

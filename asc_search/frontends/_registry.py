@@ -1,5 +1,10 @@
 """Front-end registry: one config for every kind (log-mel, gammatone, CQT), their nnAudio modules, deltas.
 
+A front-end kind is one registered :class:`Frontend` subclass (``register_frontend`` / ``unregister_frontend``)
+that owns its validation (``check_config``), its frame length (``frame_samples``), the default lowest band edge
+the search space gives it (``default_f_min_hz``) and the config fields it reads, which are the fields
+``frontend.json`` carries (``config_fields``; ``FrontendConfig.to_json`` / ``from_json``).
+
 Every front-end maps ``(batch, samples)`` float audio to ``(batch, n_bins, frames)`` log-power in dB
 (``10 log10(max(power, amin))``), static features only. Frames are not centred (``center=False``), so
 the features of an audio patch that starts on a frame boundary are exactly a crop of the whole clip's
@@ -14,8 +19,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from typing import TypeVar
+from dataclasses import asdict, dataclass, fields
+from typing import ClassVar, TypeVar
 
 import numpy as np
 import torch
@@ -26,8 +31,14 @@ from nnAudio.features.mel import MelSpectrogram
 from torch import nn
 
 from asc_search._errors import UserInputError
+from asc_search._registry import NamedRegistry
 
 _VALID_DELTAS = (0, 1, 2)
+CONFIG_FIELDS = ("kind", "sample_rate_hz", "n_bins", "win_ms", "hop_ms", "f_min_hz", "f_max_hz", "deltas",
+                 "bins_per_octave", "amin")
+"""Every ``FrontendConfig`` field, in order (the default ``Frontend.config_fields``)."""
+DERIVED_FIELDS = ("hop_samples", "win_samples", "n_fft", "frame_samples", "channels")
+"""Sizes ``to_dict`` / ``to_json`` add, computed from the fields."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,8 +76,9 @@ class FrontendConfig:
     amin: float = 1e-10
 
     def __post_init__(self) -> None:
-        if not isinstance(self.kind, str) or self.kind not in _REGISTRY:
-            raise UserInputError(f"unknown front-end kind {self.kind!r}; registered: {', '.join(list_frontends())}")
+        if not isinstance(self.kind, str):
+            raise UserInputError(f"front-end kind must be a string, got {self.kind!r}")
+        cls = frontend_class(self.kind)
         if self.sample_rate_hz <= 0:
             raise UserInputError(f"sample_rate_hz must be > 0, got {self.sample_rate_hz}")
         if self.n_bins < 1:
@@ -86,7 +98,11 @@ class FrontendConfig:
             raise UserInputError(f"bins_per_octave must be >= 1, got {self.bins_per_octave}")
         if not self.amin > 0:
             raise UserInputError(f"amin must be > 0, got {self.amin}")
-        _REGISTRY[self.kind].check_config(self)
+        for f in fields(self):
+            if f.name not in cls.config_fields and getattr(self, f.name) != f.default:
+                raise UserInputError(f"{self.kind} does not use {f.name}; leave it at {f.default!r}, got "
+                                     f"{getattr(self, f.name)!r}")
+        cls.check_config(self)
 
     @property
     def hop_samples(self) -> int:
@@ -111,7 +127,7 @@ class FrontendConfig:
     @property
     def frame_samples(self) -> int:
         """Samples one output frame looks at: ``n_fft`` (log-mel, gammatone) or the CQT kernel width."""
-        return _REGISTRY[self.kind].frame_samples(self)
+        return frontend_class(self.kind).frame_samples(self)
 
     def n_frames(self, n_samples: int) -> int:
         """Frames the built module outputs for ``n_samples`` of audio: ``1 + (n_samples - frame_samples) // hop``.
@@ -129,30 +145,74 @@ class FrontendConfig:
         """
         frame = self.frame_samples
         if n_samples < frame:
-            hint = " (a lower f_min_hz needs longer CQT kernels)" if self.kind == "cqt" else ""
+            hint = frontend_class(self.kind).short_audio_hint
             raise UserInputError(
                 f"{n_samples} samples is shorter than one {self.kind} frame ({frame} samples, "
                 f"{1000 * frame / self.sample_rate_hz:.1f} ms){hint}"
             )
         return 1 + (n_samples - frame) // self.hop_samples
 
+    def _derived(self) -> dict:
+        return {"hop_samples": self.hop_samples, "win_samples": self.win_samples, "n_fft": self.n_fft,
+                "frame_samples": self.frame_samples, "channels": self.channels}
+
     def to_dict(self) -> dict:
-        """JSON-ready dict with the derived sizes included."""
-        return {
-            **asdict(self), "hop_samples": self.hop_samples, "win_samples": self.win_samples, "n_fft": self.n_fft,
-            "frame_samples": self.frame_samples, "channels": self.channels,
-        }
+        """JSON-ready dict of every field, with the derived sizes (``DERIVED_FIELDS``) included."""
+        return {**asdict(self), **self._derived()}
+
+    def to_json(self) -> dict:
+        """What ``frontend.json`` carries (its ``"frontend"`` object): the fields the kind reads
+        (``Frontend.config_fields``, asked of the registry) and the derived sizes. ``from_json`` inverts it. For
+        the built-in kinds, which read every field, it equals ``to_dict()``."""
+        cls = frontend_class(self.kind)
+        return {**{k: getattr(self, k) for k in CONFIG_FIELDS if k in cls.config_fields}, **self._derived()}
+
+    @classmethod
+    def from_json(cls, d: dict) -> FrontendConfig:
+        """The config a ``frontend.json`` ``"frontend"`` object describes (inverse of ``to_json``; an older file that
+        carries every field reads too).
+
+        Raises:
+            UserInputError: Unknown kind (the message lists the registered ones), a field the kind needs is missing
+                or out of range, or a stored derived size differs from the one the fields give.
+        """
+        if not isinstance(d, dict) or "kind" not in d:
+            raise UserInputError(f"a front-end description needs a 'kind', got {d!r}")
+        kind_cls = frontend_class(d["kind"])
+        try:
+            config = cls(**{k: d[k] for k in CONFIG_FIELDS if k in kind_cls.config_fields and k in d})
+        except TypeError as exc:
+            raise UserInputError(f"front-end {d['kind']!r}: {exc}") from exc
+        derived = config._derived()
+        bad = {k: (d[k], v) for k, v in derived.items() if k in d and d[k] != v}
+        if bad:
+            raise UserInputError(f"front-end {d['kind']!r}: stored sizes differ from the ones its fields give "
+                                 f"(stored, computed): {bad}")
+        return config
 
 
 class Frontend(nn.Module):
     """Base class of registered front-ends: ``(batch, samples) -> (batch, n_bins, frames)`` in dB.
 
     Subclasses build their layers from the config in ``__init__`` and may override the class methods
-    ``check_config`` (kind-specific validation) and ``frame_samples`` (samples per output frame).
+    ``check_config`` (kind-specific validation) and ``frame_samples`` (samples per output frame), and the class
+    attributes below.
+
+    Class attributes:
+        name: The registered kind (set by ``register_frontend``).
+        config_fields: The ``FrontendConfig`` fields the kind reads (``kind`` included), the ones ``frontend.json``
+            carries; the others must stay at their defaults. Default: every field (``CONFIG_FIELDS``).
+        default_f_min_hz: The lowest band edge the search space gives the kind (Hz).
+        short_audio_hint: Appended to the error for audio shorter than one frame.
 
     Args:
         config: Front-end parameters.
     """
+
+    name: ClassVar[str] = ""
+    config_fields: ClassVar[tuple[str, ...]] = CONFIG_FIELDS
+    default_f_min_hz: ClassVar[float] = 0.0
+    short_audio_hint: ClassVar[str] = ""
 
     def __init__(self, config: FrontendConfig) -> None:
         super().__init__()
@@ -176,21 +236,24 @@ class Frontend(nn.Module):
         return 10.0 * torch.log10(torch.clamp(power, min=self.config.amin))
 
 
-_REGISTRY: dict[str, type[Frontend]] = {}
+FRONTENDS: NamedRegistry[type[Frontend]] = NamedRegistry("front-end kind", valid_label="registered")
+"""The front-end registry: ``Frontend`` subclasses by kind."""
 _F = TypeVar("_F", bound=type[Frontend])
 
 
 def register_frontend(name: str) -> Callable[[_F], _F]:
-    """Class decorator that registers a :class:`Frontend` subclass under ``name``.
+    """Class decorator that registers a :class:`Frontend` subclass under ``name`` (re-registering the same class,
+    as a module reload does, replaces it).
 
     Args:
         name: The ``FrontendConfig.kind`` that selects the class.
 
     Returns:
-        The decorator; it returns the class unchanged.
+        The decorator; it returns the class with ``name`` set.
 
     Raises:
-        UserInputError: ``name`` is empty or taken by another class, or the class is not a ``Frontend``.
+        UserInputError: ``name`` is empty or taken by another class, the class is not a ``Frontend``, or its
+            ``config_fields`` name an unknown field or leave out a required one.
     """
     if not isinstance(name, str) or not name:
         raise UserInputError(f"front-end name must be a non-empty string, got {name!r}")
@@ -198,20 +261,46 @@ def register_frontend(name: str) -> Callable[[_F], _F]:
     def decorator(cls: _F) -> _F:
         if not (isinstance(cls, type) and issubclass(cls, Frontend)):
             raise UserInputError(f"register_frontend({name!r}) needs a Frontend subclass, got {cls!r}")
-        old = _REGISTRY.get(name)
-        if old is not None and (old.__module__, old.__qualname__) != (cls.__module__, cls.__qualname__):
-            raise UserInputError(
-                f"front-end name {name!r} is already registered to {old.__module__}.{old.__qualname__}"
-            )
-        _REGISTRY[name] = cls
+        required = {"kind", "sample_rate_hz", "n_bins", "win_ms", "hop_ms"}
+        bad = sorted(set(cls.config_fields) - set(CONFIG_FIELDS)) + sorted(required - set(cls.config_fields))
+        if bad:
+            raise UserInputError(f"front-end {name!r}: config_fields {cls.config_fields} name unknown fields or leave "
+                                 f"out required ones: {bad}; fields: {', '.join(CONFIG_FIELDS)}")
+        if name in FRONTENDS:
+            old = FRONTENDS.get(name)
+            if (old.__module__, old.__qualname__) != (cls.__module__, cls.__qualname__):
+                raise UserInputError(
+                    f"front-end name {name!r} is already registered to {old.__module__}.{old.__qualname__}"
+                )
+            FRONTENDS.unregister(name)
+        cls.name = name
+        FRONTENDS.register(cls)
         return cls
 
     return decorator
 
 
+def unregister_frontend(name: str) -> type[Frontend]:
+    """Remove and return the class registered as ``name`` (a plugin's or a test's registration undone).
+
+    Raises:
+        UserInputError: Unknown name; the message lists the registered ones.
+    """
+    return FRONTENDS.unregister(name)
+
+
+def frontend_class(name: str) -> type[Frontend]:
+    """The :class:`Frontend` subclass registered as ``name``.
+
+    Raises:
+        UserInputError: Unknown name; the message lists the registered ones.
+    """
+    return FRONTENDS.get(name)
+
+
 def list_frontends() -> list[str]:
     """Registered front-end names, sorted."""
-    return sorted(_REGISTRY)
+    return [cls.name for cls in FRONTENDS.all()]
 
 
 def build_frontend(config: FrontendConfig) -> Frontend:
@@ -226,10 +315,7 @@ def build_frontend(config: FrontendConfig) -> Frontend:
     Raises:
         UserInputError: ``config.kind`` is not registered (the message lists the registered names).
     """
-    cls = _REGISTRY.get(config.kind)
-    if cls is None:
-        raise UserInputError(f"unknown front-end kind {config.kind!r}; registered: {', '.join(list_frontends())}")
-    return cls(config).eval()
+    return frontend_class(config.kind)(config).eval()
 
 
 @register_frontend("logmel")
@@ -305,6 +391,9 @@ class CQTFrontend(Frontend):
     Args:
         config: Front-end parameters (``f_min_hz > 0``; the top bin must lie below Nyquist).
     """
+
+    default_f_min_hz: ClassVar[float] = 50.0
+    short_audio_hint: ClassVar[str] = " (a lower f_min_hz needs longer CQT kernels)"
 
     def __init__(self, config: FrontendConfig) -> None:
         super().__init__(config)

@@ -25,11 +25,11 @@ import torch
 from ray import tune
 
 from asc_search._pareto import pareto_front
-from asc_search.constraints import count_complexity, patch_layout
+from asc_search.constraints import count_complexity
 from asc_search.data import DecodedDataset
 from asc_search.frontends import FeatureCache
 from asc_search.rundir import HISTORY_FILE, MODEL_FILE, VAL_PROBS_FILE, load_checkpoint, save_checkpoint
-from asc_search.search_spaces import Genome, build_model
+from asc_search.search_spaces import Genome, build_model, patch_layout
 from asc_search.trainers import (
     FitResult,
     Normalisation,

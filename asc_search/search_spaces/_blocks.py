@@ -28,14 +28,16 @@ batch-norm so that the export folds it into the conv's bias.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 from torch.ao.nn.quantized import FloatFunctional
 
 from asc_search._errors import UserInputError
+from asc_search._registry import NamedRegistry
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "silu", "hardswish")
 _ACT_MODULES = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "silu": nn.SiLU, "hardswish": nn.Hardswish}
@@ -126,18 +128,127 @@ class ConvBNAct(nn.Sequential):
         super().__init__(*layers)
 
 
+_REQUIRED = object()
+
+
+@dataclass(frozen=True, kw_only=True)
+class BlockGene:
+    """One per-stage gene of a block type: the trial parameter ``s{i}_{param}`` the search space samples and the
+    spec field it sets.
+
+    Args:
+        param: Suffix of the trial parameter (``width`` gives ``s1_width``, ``s2_width``...).
+        field: The block spec's field the value sets (``width``).
+        options: Name of the ``SpaceOptions`` attribute that holds the choices (``widths``); "" for a gene whose
+            choices are ``choices`` (a plugin's own gene).
+        choices: The choices when ``options`` is "".
+        parse: Turns a sampled value into the field's value (``3`` -> ``(3, 3)`` for a kernel).
+        default: The sampled value assumed when a parameter dict lacks the gene (older trials); unset: required.
+        smallest: Picks the choice of the cheapest network (``smallest_genomes``).
+    """
+
+    param: str
+    field: str
+    options: str = ""
+    choices: tuple = ()
+    parse: Callable[[Any], Any] = int
+    default: Any = _REQUIRED
+    smallest: Callable[[tuple], Any] = min
+
+    def choices_in(self, options: Any) -> tuple:
+        """The choices of this gene in a ``SpaceOptions`` (``options.<options>``, else ``choices``)."""
+        return tuple(getattr(options, self.options)) if self.options else tuple(self.choices)
+
+    def value(self, params: dict, prefix: str) -> Any:
+        """The field value from a flat parameter dict (``prefix`` = ``s{i}_``).
+
+        Raises:
+            KeyError: The parameter is missing and the gene has no default.
+        """
+        key = prefix + self.param
+        if key not in params and self.default is not _REQUIRED:
+            return self.parse(self.default)
+        return self.parse(params[key])
+
+
+def _parse_stride(v: str) -> tuple[int, int]:
+    a, _, b = str(v).partition("x")
+    return int(a), int(b or a)
+
+
+def _stride_area(choices: tuple) -> str:
+    return max(choices, key=lambda st: int(st.partition("x")[0]) * int(st.partition("x")[2]))
+
+
+STANDARD_GENES: dict[str, BlockGene] = {
+    "width": BlockGene(param="width", field="width", options="widths"),
+    "kernel": BlockGene(param="kernel", field="kernel", options="kernels", parse=lambda v: (int(v), int(v))),
+    "stride": BlockGene(param="stride", field="stride", options="strides", parse=_parse_stride, default="1x1",
+                        smallest=_stride_area),
+    "expansion": BlockGene(param="expansion", field="expansion", options="expansions"),
+    "subbands": BlockGene(param="subbands", field="n_subbands", options="n_subbands"),
+    "act": BlockGene(param="act", field="activation", options="activations", parse=str,
+                     smallest=lambda choices: choices[0]),
+    "repeats": BlockGene(param="repeats", field="repeats", options="repeats", default=1,
+                         smallest=lambda choices: 1),
+}
+"""The genes of the built-in blocks, by parameter suffix; a plugin block lists these and its own in its ``genes``."""
+
+
+def _standard(*names: str) -> tuple[BlockGene, ...]:
+    return tuple(STANDARD_GENES[n] for n in names)
+
+
 @dataclass(frozen=True, kw_only=True)
 class BlockSpec:
-    """Base of all block specs: a frozen value with a canonical compact string.
+    """Base of all block specs: a frozen value with a canonical compact string. A block type is one subclass,
+    registered with ``register_block``, that owns everything about it; the space, the complexity count, the
+    builder and the pruning code ask it.
 
-    Subclasses set ``kind`` and declare their fields; ``_TOKENS`` maps field names to token letters.
+    Grammar and genes (class attributes):
+        kind: The string's first token and the registry name.
+        TOKENS: Field name -> token letter (extend it for a new field: ``{**BlockSpec.TOKENS, "dilation": "d"}``);
+            ``kernel`` and ``stride`` take ``3`` or ``3x5``, other fields one integer, ``activation`` a bare name.
+        odd_kernel: Whether kernel sizes must be odd ('same' padding); pooling windows need not be.
+        searchable: Offered by the search space as a stage's block (``SpaceOptions.block_types``).
+        can_start: May be the first stage's block (whose input has 1-3 channels).
+        size_rank: Order in which ``smallest_genomes`` tries block types (lowest first: the cheapest).
+        genes: The per-stage genes the space samples for this block, in sampling order (``BlockGene``).
+
+    Pruning (``asc_search.search_spaces._pruning``, ``asc_search.trainers._prune``):
+        prunable: Has a pruning rule: its output channels can be removed (the filters of ``output_convs``) and
+            its input channels follow a pruned producer. A block without one makes its stage and the stage that
+            feeds it unprunable.
+        prune_refusal: Non-empty: the block takes pruned input but its own stage cannot be pruned (the reason).
+        passes_channels: The block has no channels of its own and passes its input's through (pooling).
+        partitions: Its output is this many equal concatenated branches, each losing the same count.
+        input_partitions: It slices its input into this many equal parts, each losing the same count.
+        hidden_path: Module path of its inner layer whose width is ``c_in · hidden_factor()`` ("" for none).
+
+    Module and cost (methods): ``out_shape``, ``cost``, ``build``; ``output_convs`` for pruning.
     """
 
     kind: ClassVar[str] = ""
-    _TOKENS: ClassVar[dict[str, str]] = {"width": "c", "kernel": "k", "stride": "s", "expansion": "e",
-                                         "n_subbands": "n", "repeats": "r"}
+    name: ClassVar[str] = ""
+    TOKENS: ClassVar[dict[str, str]] = {"width": "c", "kernel": "k", "stride": "s", "expansion": "e",
+                                        "n_subbands": "n", "repeats": "r"}
+    odd_kernel: ClassVar[bool] = True
+    searchable: ClassVar[bool] = False
+    can_start: ClassVar[bool] = True
+    size_rank: ClassVar[int] = 100
+    genes: ClassVar[tuple[BlockGene, ...]] = ()
+    prunable: ClassVar[bool] = False
+    prune_refusal: ClassVar[str] = ""
+    passes_channels: ClassVar[bool] = False
+    partitions: ClassVar[int] = 1
+    input_partitions: ClassVar[int] = 1
+    hidden_path: ClassVar[str] = ""
 
     repeats: int = 1
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.name = cls.kind  # the registry's key
 
     def __post_init__(self) -> None:
         if self.repeats < 1:
@@ -147,7 +258,7 @@ class BlockSpec:
             if f.name in ("kernel", "stride"):
                 if not (isinstance(v, tuple) and len(v) == 2 and all(isinstance(i, int) and i >= 1 for i in v)):
                     raise UserInputError(f"{self.kind}: {f.name} must be two integers >= 1, got {v!r}")
-            if f.name == "kernel" and self.kind not in ("maxpool", "avgpool") and any(i % 2 == 0 for i in v):
+            if f.name == "kernel" and self.odd_kernel and any(i % 2 == 0 for i in v):
                 raise UserInputError(f"{self.kind}: kernel sizes must be odd (same padding), got {v}")
             if f.name == "activation" and v not in ACTIVATIONS:
                 raise UserInputError(f"{self.kind}: unknown activation {v!r}; valid: {', '.join(ACTIVATIONS)}")
@@ -161,7 +272,7 @@ class BlockSpec:
             v = getattr(self, f.name)
             if f.name == "activation" or (f.name in ("repeats", "stride") and v == f.default):
                 continue
-            token = self._TOKENS[f.name]
+            token = self.TOKENS[f.name]
             if isinstance(v, tuple):
                 parts.append(f"{token}{v[0]}" if v[0] == v[1] else f"{token}{v[0]}x{v[1]}")
             else:
@@ -170,6 +281,19 @@ class BlockSpec:
         if act is not None:
             parts.append(act)
         return "_".join(parts)
+
+    @classmethod
+    def from_genes(cls, params: dict, prefix: str) -> BlockSpec:
+        """The block a stage's sampled genes describe: each of ``cls.genes`` read from ``params[prefix + param]``.
+
+        Raises:
+            KeyError: A required gene is missing.
+            UserInputError: A value out of range.
+        """
+        try:
+            return cls(**{g.field: g.value(params, prefix) for g in cls.genes})
+        except TypeError as exc:
+            raise UserInputError(f"{cls.kind}: genes {[g.param for g in cls.genes]}: {exc}") from exc
 
     def scaled(self, width_multiplier: float, divisor: int = 4) -> BlockSpec:
         """This block with its width scaled (the seed's "channel restriction"), rounded to ``divisor``."""
@@ -194,6 +318,24 @@ class BlockSpec:
         """The PyTorch module for input ``s``: ``(N, C, H, W) -> (N, *out_shape(s))``."""
         raise NotImplementedError
 
+    # Pruning hooks (see the class docstring); the defaults suit a block without skip or inner layer.
+    def output_convs(self, module: nn.Module) -> list[tuple[nn.Conv2d, int]]:
+        """The convs of ``module`` (this block built) whose filters produce its output channels, each with the
+        offset of its channels in the block's output (a conv's output channel ``i`` is channel ``offset + i``).
+
+        Raises:
+            NotImplementedError: The block has no pruning rule (``prunable`` is False).
+        """
+        raise NotImplementedError(f"{self.kind} has no pruning rule")
+
+    def residual(self) -> bool:
+        """Whether the block adds its input to its output when its input has ``width`` channels (a skip)."""
+        return False
+
+    def hidden_factor(self) -> int:
+        """Channels of the inner layer at ``hidden_path`` per input channel (0: no such layer)."""
+        return 0
+
 
 def round_channels(channels: float, divisor: int = 4) -> int:
     """Round ``channels`` to the nearest multiple of ``divisor`` (at least ``divisor``), as timm's
@@ -212,6 +354,10 @@ class StridedConvSpec(BlockSpec):
     Shapes: ``(C, H, W) -> (width, ceil(H / s_f), ceil(W / s_t))``.
     """
 
+    searchable: ClassVar[bool] = True
+    prunable: ClassVar[bool] = True
+    genes: ClassVar[tuple[BlockGene, ...]] = _standard("width", "kernel", "stride", "act", "repeats")
+
     width: int
     kernel: tuple[int, int] = (3, 3)
     stride: tuple[int, int] = (1, 1)
@@ -229,6 +375,10 @@ class ConvSpec(StridedConvSpec):
     """
 
     kind: ClassVar[str] = "conv"
+    size_rank: ClassVar[int] = 3
+
+    def output_convs(self, module: nn.Module) -> list[tuple[nn.Conv2d, int]]:
+        return [(module[0], 0)]
 
     def cost(self, s: Shape) -> BlockCost:
         out = self.out_shape(s)
@@ -291,6 +441,15 @@ class DecomposedConvSpec(StridedConvSpec):
     """
 
     kind: ClassVar[str] = "dc"
+    can_start: ClassVar[bool] = False  # its input needs a multiple of 4 channels
+    size_rank: ClassVar[int] = 2
+    partitions: ClassVar[int] = 4  # the four concatenated branches
+    input_partitions: ClassVar[int] = 4  # its branches slice the input by quarters
+
+    def output_convs(self, module: nn.Module) -> list[tuple[nn.Conv2d, int]]:
+        q = self.width // 4
+        return [(b[0], i * q) for i, b in enumerate((module.spatial, module.point_lo, module.point_hi,
+                                                      module.point_all))]
 
     def out_shape(self, s: Shape) -> Shape:
         if s[0] % 4 or self.width % 4:
@@ -320,6 +479,10 @@ class DepthwiseSeparableSpec(StridedConvSpec):
     """
 
     kind: ClassVar[str] = "ds"
+    size_rank: ClassVar[int] = 0
+
+    def output_convs(self, module: nn.Module) -> list[tuple[nn.Conv2d, int]]:
+        return [(module[1][0], 0)]
 
     def cost(self, s: Shape) -> BlockCost:
         out = self.out_shape(s)
@@ -379,7 +542,19 @@ class InvertedResidualSpec(StridedConvSpec):
     """
 
     kind: ClassVar[str] = "ir"
+    size_rank: ClassVar[int] = 1
+    hidden_path: ClassVar[str] = "body.0"
+    genes: ClassVar[tuple[BlockGene, ...]] = _standard("width", "kernel", "stride", "expansion", "act", "repeats")
     expansion: int = 4
+
+    def output_convs(self, module: nn.Module) -> list[tuple[nn.Conv2d, int]]:
+        return [(module.body[-1][0], 0)]
+
+    def residual(self) -> bool:
+        return self.stride == (1, 1)
+
+    def hidden_factor(self) -> int:
+        return self.expansion if self.expansion > 1 else 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -511,6 +686,10 @@ class FreqSpec(BlockSpec):
     """
 
     kind: ClassVar[str] = "freq"
+    searchable: ClassVar[bool] = True
+    prunable: ClassVar[bool] = True
+    size_rank: ClassVar[int] = 4
+    genes: ClassVar[tuple[BlockGene, ...]] = _standard("width", "kernel", "subbands", "act", "repeats")
     width: int
     kernel: tuple[int, int] = (3, 3)
     n_subbands: int = 4
@@ -541,6 +720,9 @@ class FreqSpec(BlockSpec):
     def build(self, s: Shape) -> nn.Module:
         return FreqDistributedConv(s[0], self.width, s[1], self.kernel, self.n_subbands, self.activation)
 
+    def output_convs(self, module: nn.Module) -> list[tuple[nn.Conv2d, int]]:
+        return [(module.global_conv[0], 0)] + [(c[0], 0) for c in module.local_convs]
+
 
 @dataclass(frozen=True, kw_only=True)
 class FreqAttentionSpec(FreqSpec):
@@ -551,6 +733,8 @@ class FreqAttentionSpec(FreqSpec):
     """
 
     kind: ClassVar[str] = "freqatt"
+    size_rank: ClassVar[int] = 5
+    prune_refusal: ClassVar[str] = "has channel and spatial attention, which cannot be pruned exactly"
 
     def _attention_cost(self, out: Shape) -> tuple[list[BlockCost], int]:
         c, h, w = out
@@ -575,6 +759,8 @@ class MaxPoolSpec(BlockSpec):
     """
 
     kind: ClassVar[str] = "maxpool"
+    odd_kernel: ClassVar[bool] = False
+    passes_channels: ClassVar[bool] = True
     kernel: tuple[int, int] = (2, 2)
 
     def out_shape(self, s: Shape) -> Shape:
@@ -604,24 +790,41 @@ class AvgPoolSpec(MaxPoolSpec):
         return nn.AvgPool2d(self.kernel)
 
 
-_BLOCKS: dict[str, type[BlockSpec]] = {}
+BLOCKS: NamedRegistry[type[BlockSpec]] = NamedRegistry("block kind", valid_label="valid")
+"""The block registry: spec classes by ``kind``."""
 
 
 def register_block(cls: type[BlockSpec]) -> type[BlockSpec]:
     """Add a block spec class to the registry under ``cls.kind`` (usable as a decorator).
 
     Raises:
-        ValueError: The kind is taken.
+        ValueError: The kind is taken, the class is no ``BlockSpec`` with a lower-case ``kind``, a field has no
+            token letter in ``TOKENS``, or a gene sets no field of the class.
     """
-    if cls.kind in _BLOCKS:
-        raise ValueError(f"block kind {cls.kind!r} is already registered")
-    _BLOCKS[cls.kind] = cls
-    return cls
+    if not (isinstance(cls, type) and issubclass(cls, BlockSpec)) or not re.fullmatch(r"[a-z]+", cls.kind or ""):
+        raise ValueError(f"register_block needs a BlockSpec subclass with a lower-case kind, got {cls!r}")
+    names = {f.name for f in fields(cls)}
+    untokened = sorted(names - set(cls.TOKENS) - {"activation"})
+    if untokened:
+        raise ValueError(f"block kind {cls.kind!r}: field(s) {untokened} have no token letter in TOKENS")
+    bad = [g.param for g in cls.genes if g.field not in names]
+    if bad:
+        raise ValueError(f"block kind {cls.kind!r}: gene(s) {bad} set no field of {cls.__name__}")
+    return BLOCKS.register(cls)
+
+
+def unregister_block(kind: str) -> type[BlockSpec]:
+    """Remove and return the spec class of ``kind`` (a plugin's or a test's registration undone).
+
+    Raises:
+        UserInputError: Unknown kind; the message lists the valid ones.
+    """
+    return BLOCKS.unregister(kind)
 
 
 def list_blocks() -> list[str]:
-    """Registered block kinds, in registration order."""
-    return list(_BLOCKS)
+    """Registered block kinds, sorted."""
+    return [cls.kind for cls in BLOCKS.all()]
 
 
 def block_class(kind: str) -> type[BlockSpec]:
@@ -630,10 +833,7 @@ def block_class(kind: str) -> type[BlockSpec]:
     Raises:
         UserInputError: Unknown kind; the message lists the valid ones.
     """
-    try:
-        return _BLOCKS[kind]
-    except KeyError:
-        raise UserInputError(f"unknown block kind {kind!r}; valid: {', '.join(_BLOCKS)}") from None
+    return BLOCKS.get(kind)
 
 
 for _cls in (ConvSpec, DecomposedConvSpec, DepthwiseSeparableSpec, InvertedResidualSpec, FreqSpec,
@@ -653,7 +853,7 @@ def decode_block(text: str) -> BlockSpec:
     parts = text.strip().split("_")
     cls = block_class(parts[0])
     names = {f.name for f in fields(cls)}
-    by_token = {t: n for n, t in cls._TOKENS.items() if n in names}
+    by_token = {t: n for n, t in cls.TOKENS.items() if n in names}
     kwargs: dict = {}
     for tok in parts[1:]:
         if tok in ACTIVATIONS and "activation" in names:

@@ -8,7 +8,7 @@ from torch import nn
 from asc_search._errors import UserInputError
 from asc_search.search_spaces._arch import ArchSpec, Head, trace
 from asc_search.search_spaces._blocks import InfeasibleBlock, Shape
-from asc_search.search_spaces._genome import Genome
+from asc_search.search_spaces._genome import Genome, patch_layout
 
 
 class CandidateCNN(nn.Module):
@@ -56,7 +56,5 @@ def build_model(genome: Genome, n_classes: int, *, before_pruning: bool = False)
     Raises:
         UserInputError: The genome cannot be built (invalid front-end genes, or a block that does not fit).
     """
-    from asc_search.constraints import patch_layout
-
     arch = genome.arch if before_pruning else genome.deployed_arch
     return CandidateCNN(arch, patch_layout(genome).input_shape, n_classes)

@@ -10,7 +10,9 @@ import json
 from dataclasses import asdict, dataclass, fields
 
 from asc_search._errors import UserInputError
+from asc_search.frontends import FrontendConfig, PatchLayout
 from asc_search.search_spaces._arch import ArchSpec
+from asc_search.search_spaces._pruning import check_prune_ratios, pruned_arch
 
 AUGMENTATIONS = ("mixup", "specaugment", "cutmix", "freq_mixstyle")
 TEACHERS = ("none", "basd", "cssd", "ensemble")
@@ -24,7 +26,7 @@ class FrontendGenes:
 
     Args:
         kind: Registered front-end: ``logmel``, ``gammatone`` or ``cqt`` (the seed on Mel/Gammatone/CQT
-            ensembles found each carries complementary information).
+            ensembles found each carries complementary information), or a plugin's (``register_frontend``).
         sample_rate_hz: Rate the audio is resampled to (anti-aliased, soxr) before the front-end (Hz).
         n_bins: Mel bands, gammatone filters or CQT bins.
         hop_ms: Frame hop (ms); the window is twice the hop (50 % overlap, as the DCASE baseline).
@@ -46,14 +48,12 @@ class FrontendGenes:
         """Analysis window (ms)."""
         return 2.0 * self.hop_ms
 
-    def config(self):
+    def config(self) -> FrontendConfig:
         """The ``FrontendConfig`` of these genes.
 
         Raises:
             UserInputError: The genes make no valid front-end (e.g. CQT bins above Nyquist).
         """
-        from asc_search.frontends import FrontendConfig
-
         return FrontendConfig(kind=self.kind, sample_rate_hz=self.sample_rate_hz, n_bins=self.n_bins,
                               win_ms=self.win_ms, hop_ms=self.hop_ms, f_min_hz=self.f_min_hz, deltas=self.deltas)
 
@@ -214,8 +214,6 @@ class Genome:
                                  f"{self.frontend.sample_rate_hz} Hz; it must be >= the student's (cross-sampling-rate "
                                  "distillation teaches a low-rate student from high-rate audio)")
         if t.prune_ratios:
-            from asc_search.search_spaces._pruning import check_prune_ratios
-
             check_prune_ratios(self.arch, t.prune_ratios)
 
     @property
@@ -224,8 +222,6 @@ class Genome:
         (``arch`` itself when nothing is pruned)."""
         if not self.training.prunes:
             return self.arch
-        from asc_search.search_spaces._pruning import pruned_arch
-
         return pruned_arch(self.arch, self.training.prune_ratios)
 
     def to_dict(self) -> dict:
@@ -280,3 +276,14 @@ class Genome:
         fe += f"/d{f.deltas}" if f.deltas else ""
         training = self.training.summary()
         return f"{fe} | {self.arch.summary()}" + (f" | {training}" if training else "")
+
+
+def patch_layout(genome: Genome) -> PatchLayout:
+    """The front-end and patch layout of ``genome`` (the model input is ``layout.input_shape``).
+
+    Raises:
+        UserInputError: The front-end genes are invalid, or a patch is shorter than one frame.
+    """
+    layout = PatchLayout(frontend=genome.frontend.config(), chunk_s=genome.frontend.chunk_s)
+    layout.patch_frames  # noqa: B018 - raises when a patch is shorter than one frame
+    return layout

@@ -8,7 +8,9 @@ A pruning ratio ``r`` of a stage removes that fraction of the output channels of
 modules and state-dict keys and shapes as the physically pruned model (``asc_search.trainers._prune``), so the
 complexity of a pruning genome is counted analytically like any other (``asc_search.constraints``).
 
-Which stages can be pruned exactly (``prunable_stages``):
+Each block type states its own rule (class attributes of ``BlockSpec``: ``prunable``, ``prune_refusal``,
+``passes_channels``, ``partitions``, ``input_partitions``, and the methods ``residual`` and ``hidden_factor``); this
+module only combines them. Which stages can be pruned exactly (``prunable_stages``), for the built-in blocks:
 
 * ``conv``, ``ds`` (its depthwise conv follows its input), ``freq`` (the global and every sub-band conv of an
   output channel are removed together: they are added), ``dc`` (the four concatenated branches lose the same
@@ -37,24 +39,10 @@ from dataclasses import dataclass, replace
 
 from asc_search._errors import UserInputError
 from asc_search.search_spaces._arch import ArchSpec
-from asc_search.search_spaces._blocks import (
-    AvgPoolSpec,
-    BlockSpec,
-    ConvSpec,
-    DecomposedConvSpec,
-    DepthwiseSeparableSpec,
-    FreqAttentionSpec,
-    FreqSpec,
-    InvertedResidualSpec,
-    MaxPoolSpec,
-    round_channels,
-)
+from asc_search.search_spaces._blocks import BlockSpec, round_channels
 
 DIVISOR = 4
 """Pruned widths are rounded to multiples of this (``round_channels``), as the width multiplier's are."""
-
-_PRUNABLE = (ConvSpec, DecomposedConvSpec, DepthwiseSeparableSpec, InvertedResidualSpec, FreqSpec)
-_CHANNEL_PRESERVING = (MaxPoolSpec, AvgPoolSpec)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -128,16 +116,16 @@ def unprunable_reasons(arch: ArchSpec) -> tuple[str, ...]:
     prev: tuple[int, int] | None = None
     for k, (s, spec) in enumerate(flat):
         where = f"{spec.encode()} (block {k + 1})"
-        if isinstance(spec, _CHANNEL_PRESERVING):
+        if spec.passes_channels:
             continue
-        if isinstance(spec, FreqAttentionSpec):
-            mark(s, f"{where} has channel and spatial attention, which cannot be pruned exactly")
-        elif not isinstance(spec, _PRUNABLE):
+        if spec.prune_refusal:
+            mark(s, f"{where} {spec.prune_refusal}")
+        elif not spec.prunable:
             mark(s, f"{where} is a block kind without a pruning rule")
             mark(prev[0] if prev else None, f"it feeds {where}, a block kind without a pruning rule")
             prev = (s, spec.width) if hasattr(spec, "width") else None
             continue
-        if isinstance(spec, InvertedResidualSpec) and spec.stride == (1, 1):
+        if spec.residual():
             if prev is None:
                 mark(s, f"{where} may add the network input (whose channels the architecture does not fix) "
                         "to its output")
@@ -233,10 +221,11 @@ def pruned_arch(arch: ArchSpec, ratios: tuple[float, ...] | list[float]) -> Arch
 def channel_sets(arch: ArchSpec, ratios: tuple[float, ...] | list[float]) -> list[ChannelSet]:
     """The sets of output channels of ``arch.layers()`` that are pruned together, with their pruned sizes.
 
-    Every block with a width starts a set, except an inverted residual with a skip, which joins the set of its
-    input (the add couples them). An inverted residual with expansion > 1 whose input set is pruned adds a
-    ``hidden`` set (its expansion channels). Sets fed into a ``dc`` block, and a ``dc`` block's own set, have
-    4 partitions.
+    Every block with a width starts a set, except a block with a skip (``residual()``: an inverted residual of
+    stride 1), which joins the set of its input (the add couples them). A block with an inner layer that follows
+    its input (``hidden_factor()``: an inverted residual's expansion > 1) adds a ``hidden`` set when its input set
+    is pruned. Sets fed into a block with ``input_partitions`` (``dc``: 4), and the set of a block with
+    ``partitions`` (``dc``: 4), have that many partitions.
 
     Args:
         arch: The architecture.
@@ -252,24 +241,24 @@ def channel_sets(arch: ArchSpec, ratios: tuple[float, ...] | list[float]) -> lis
     built: list[dict] = []
     cur: int | None = None  # the set the current channels belong to; None: network input / unknown
     for k, (s, spec) in enumerate(_flat(arch)):
-        if isinstance(spec, _CHANNEL_PRESERVING):
+        if spec.passes_channels:
             continue
         if not hasattr(spec, "width"):  # an unknown block without a width: its channels are unknown
             cur = None
             continue
-        if isinstance(spec, DecomposedConvSpec) and cur is not None:
-            built[cur]["partitions"] = 4
-        if isinstance(spec, InvertedResidualSpec):
-            into = built[cur] if cur is not None else None
-            if into is not None and spec.expansion > 1 and into["kept"] < into["width"]:
-                built.append(dict(stage=into["stage"], layers=[k], width=into["width"] * spec.expansion,
-                                  kept=into["kept"] * spec.expansion, partitions=1, hidden=True))
-            if into is not None and spec.stride == (1, 1) and into["width"] == spec.width:
-                into["layers"].append(k)
-                continue
+        into = built[cur] if cur is not None else None
+        if into is not None and spec.input_partitions > 1:
+            into["partitions"] = spec.input_partitions
+        factor = spec.hidden_factor()
+        if into is not None and factor and into["kept"] < into["width"]:
+            built.append(dict(stage=into["stage"], layers=[k], width=into["width"] * factor,
+                              kept=into["kept"] * factor, partitions=1, hidden=True))
+        if into is not None and spec.residual() and into["width"] == spec.width:
+            into["layers"].append(k)
+            continue
         r = ratios[s]
         built.append(dict(stage=s, layers=[k], width=spec.width, kept=pruned_width(spec.width, r),
-                          partitions=4 if isinstance(spec, DecomposedConvSpec) else 1, hidden=False))
+                          partitions=spec.partitions, hidden=False))
         cur = len(built) - 1
     sets = [ChannelSet(stage=b["stage"], layers=tuple(b["layers"]), width=b["width"], kept=b["kept"],
                        partitions=b["partitions"], hidden=b["hidden"]) for b in built]

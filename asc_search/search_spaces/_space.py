@@ -12,8 +12,9 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 from asc_search._errors import UserInputError
+from asc_search.frontends import frontend_class, list_frontends
 from asc_search.search_spaces._arch import ArchSpec
-from asc_search.search_spaces._blocks import ACTIVATIONS, FreqSpec, StridedConvSpec, block_class
+from asc_search.search_spaces._blocks import ACTIVATIONS, BLOCKS, block_class
 from asc_search.search_spaces._genome import (
     AUGMENTATIONS,
     PRUNE_CRITERIA,
@@ -23,15 +24,19 @@ from asc_search.search_spaces._genome import (
     Genome,
     TrainingGenes,
 )
+from asc_search.search_spaces._pruning import prunable_stages
 
 SAMPLE_RATES_HZ = (1000, 2000, 4000, 8000, 16000, 22050, 32000, 44100)
-CQT_F_MIN_HZ = 50.0
+CQT_F_MIN_HZ = frontend_class("cqt").default_f_min_hz
 FULL_CLIP = 0.0
 BLOCK_TYPES = ("conv", "dc", "ds", "ir", "freq", "freqatt")
+"""The default ``SpaceOptions.block_types``; any registered block with ``searchable`` set may be added."""
 POOLS = ("none", "max2", "avg2")
-# which genes a block type has follows from its spec class in the block registry
-_STRIDED = tuple(b for b in BLOCK_TYPES if issubclass(block_class(b), StridedConvSpec))  # conv, dc, ds, ir
-_SUBBANDED = tuple(b for b in BLOCK_TYPES if issubclass(block_class(b), FreqSpec))  # freq, freqatt
+
+
+def searchable_blocks() -> list[str]:
+    """Registered block kinds the space can offer as a stage's block (``BlockSpec.searchable``), sorted."""
+    return [cls.kind for cls in BLOCKS.all() if cls.searchable]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,8 +55,10 @@ class SpaceOptions:
         min_stages: Fewest stages (the depth gene).
         max_stages: Most stages.
         block_types: Block kinds per stage (``conv``, ``dc`` decomposed, ``ds`` depthwise-separable, ``ir``
-            inverted residual, ``freq`` / ``freqatt`` FreqCNN); ``dc`` is never offered for the first stage,
-            whose input has 1-3 channels (it needs a multiple of 4).
+            inverted residual, ``freq`` / ``freqatt`` FreqCNN, or any registered block with ``searchable``); a
+            kind without ``can_start`` (``dc``: it needs a multiple of 4 input channels) is never offered for the
+            first stage, whose input has 1-3 channels. Each kind's genes (``BlockSpec.genes``) take their
+            choices from the attributes below (a plugin gene from its own ``BlockGene.choices``).
         widths: Channel choices per stage (multiples of 4).
         kernels: Square kernel choices (odd).
         strides: ``(frequency, time)`` stride choices of ``conv``/``dc``/``ds``/``ir`` blocks, as ``"2x1"``.
@@ -121,9 +128,6 @@ class SpaceOptions:
     qat: tuple[bool, ...] = (False,)
 
     def __post_init__(self) -> None:
-        from asc_search.frontends import list_frontends
-        from asc_search.search_spaces._blocks import list_blocks
-
         for name, values in asdict(self).items():
             if isinstance(values, tuple) and not values and name != "augmentations":
                 raise UserInputError(f"search space option {name} is empty; give at least one value")
@@ -139,9 +143,10 @@ class SpaceOptions:
                                  f"{list(self.chunk_s)}")
         if not 1 <= self.min_stages <= self.max_stages:
             raise UserInputError(f"need 1 <= min_stages <= max_stages, got {self.min_stages}, {self.max_stages}")
-        bad = sorted(set(self.block_types) - (set(list_blocks()) - {"maxpool", "avgpool"}))
+        valid = searchable_blocks()
+        bad = sorted(set(self.block_types) - set(valid))
         if bad:
-            raise UserInputError(f"unknown block type(s) {bad}; valid: {', '.join(BLOCK_TYPES)}")
+            raise UserInputError(f"unknown block type(s) {bad}; valid: {', '.join(valid)}")
         if set(self.activations) - set(ACTIVATIONS):
             raise UserInputError(f"activations must be among {ACTIVATIONS}, got {list(self.activations)}")
         if set(self.pools) - set(POOLS):
@@ -155,9 +160,9 @@ class SpaceOptions:
             if not (a.isdigit() and b.isdigit() and int(a) >= 1 and int(b) >= 1):
                 raise UserInputError(f"strides are written FxT (e.g. 2x1), got {st!r}")
         check_training_options(self)
-        if self.block_types == ("dc",):
-            raise UserInputError("block_types ('dc',) alone cannot start a network (its input needs a multiple "
-                                 "of 4 channels); add another type")
+        if not any(block_class(b).can_start for b in self.block_types):
+            raise UserInputError(f"block_types {self.block_types} alone cannot start a network (e.g. dc: its input "
+                                 "needs a multiple of 4 channels); add another type")
 
     @property
     def trains_plainly(self) -> bool:
@@ -218,11 +223,13 @@ def check_training_options(o) -> None:
 def sample_genome(trial, options: SpaceOptions) -> Genome:
     """Sample a genome from an Optuna trial (or Ray's trial captor) with ``suggest_categorical``.
 
-    The space is define-by-run: the genes of stage ``i`` exist only when ``n_stages >= i``, and a stage's
-    ``expansion`` / ``subbands`` / ``stride`` genes only for the block types that have them. Parameter names:
+    The space is define-by-run: the genes of stage ``i`` exist only when ``n_stages >= i``, and a stage's block
+    genes are the ones its block type declares (``BlockSpec.genes``, in that order: e.g. ``expansion`` only for
+    ``ir``, ``subbands`` for ``freq``/``freqatt``, ``stride`` for ``conv``/``dc``/``ds``/``ir``). Parameter names:
     ``frontend``, ``sample_rate_hz``, ``n_bins``, ``hop_ms``, ``chunk_s``, ``deltas``, ``n_stages``,
-    ``s{i}_block``, ``s{i}_width``, ``s{i}_kernel``, ``s{i}_stride``, ``s{i}_act``, ``s{i}_pool``, ``s{i}_repeats``,
-    ``s{i}_expansion``, ``s{i}_subbands``, ``width_mult``, ``head_width``, ``dropout``, ``lr``.
+    ``s{i}_block``, then the block's ``s{i}_<gene>`` (``width``, ``kernel``, ``stride``, ``expansion``, ``subbands``,
+    ``act``, ``repeats`` for the built-in blocks), ``s{i}_pool``, then ``width_mult``, ``head_width``, ``dropout``,
+    ``lr`` and the training genes.
     """
     params = {
         "frontend": trial.suggest_categorical("frontend", list(options.frontends)),
@@ -233,21 +240,13 @@ def sample_genome(trial, options: SpaceOptions) -> Genome:
         "deltas": trial.suggest_categorical("deltas", list(options.deltas)),
         "n_stages": trial.suggest_int("n_stages", options.min_stages, options.max_stages),
     }
-    first_types = [b for b in options.block_types if b != "dc"]
+    first_types = [b for b in options.block_types if block_class(b).can_start]
     for i in range(1, params["n_stages"] + 1):
         p = f"s{i}_"
         block = trial.suggest_categorical(f"{p}block", first_types if i == 1 else list(options.block_types))
         params[f"{p}block"] = block
-        params[f"{p}width"] = trial.suggest_categorical(f"{p}width", list(options.widths))
-        params[f"{p}kernel"] = trial.suggest_categorical(f"{p}kernel", list(options.kernels))
-        if block in _STRIDED:
-            params[f"{p}stride"] = trial.suggest_categorical(f"{p}stride", list(options.strides))
-        if block == "ir":
-            params[f"{p}expansion"] = trial.suggest_categorical(f"{p}expansion", list(options.expansions))
-        if block in _SUBBANDED:
-            params[f"{p}subbands"] = trial.suggest_categorical(f"{p}subbands", list(options.n_subbands))
-        params[f"{p}act"] = trial.suggest_categorical(f"{p}act", list(options.activations))
-        params[f"{p}repeats"] = trial.suggest_categorical(f"{p}repeats", list(options.repeats))
+        for gene in block_class(block).genes:
+            params[p + gene.param] = trial.suggest_categorical(p + gene.param, list(gene.choices_in(options)))
         params[f"{p}pool"] = trial.suggest_categorical(f"{p}pool", list(options.pools))
     params["width_mult"] = trial.suggest_categorical("width_mult", list(options.width_multipliers))
     params["head_width"] = trial.suggest_categorical("head_width", list(options.head_widths))
@@ -282,8 +281,6 @@ def _sample_training(trial, o: SpaceOptions, params: dict) -> dict:
                                      "SpaceOptions.kd_teacher_rate_hz (Hz)")
             out["kd_teacher_rate_hz"] = pick("kd_teacher_rate_hz", [o.kd_teacher_rate_hz])
     if set(o.prune_ratios) != {0.0}:
-        from asc_search.search_spaces._pruning import prunable_stages
-
         genome = genome_from_params(params)
         for i, ok in enumerate(prunable_stages(genome.arch), 1):
             if ok:
@@ -313,27 +310,18 @@ def _training_genes(params: dict) -> TrainingGenes:
 
 
 def _block_string(params: dict, i: int) -> str:
-    p = f"s{i}_"
-    kind = params[f"{p}block"]
-    tokens = [kind, f"c{int(params[f'{p}width'])}", f"k{int(params[f'{p}kernel'])}"]
-    if kind in _STRIDED:
-        tokens.append(f"s{params.get(f'{p}stride', '1x1')}")
-    if kind == "ir":
-        tokens.append(f"e{int(params[f'{p}expansion'])}")
-    if kind in _SUBBANDED:
-        tokens.append(f"n{int(params[f'{p}subbands'])}")
-    tokens += [f"r{int(params.get(f'{p}repeats', 1))}", params[f"{p}act"]]
-    return "_".join(tokens)
+    return block_class(params[f"s{i}_block"]).from_genes(params, f"s{i}_").encode()
 
 
 def genome_from_params(params: dict) -> Genome:
     """Rebuild the genome from the flat parameter dict ``sample_genome`` produced.
 
-    The CQT's lowest bin is fixed at ``CQT_F_MIN_HZ``; mel and gammatone bands start at 0 Hz.
+    The lowest band edge is the front-end's ``Frontend.default_f_min_hz``: ``CQT_F_MIN_HZ`` for the CQT's lowest
+    bin; mel and gammatone bands start at 0 Hz.
 
     Raises:
         KeyError: A parameter is missing.
-        UserInputError: A value is out of range.
+        UserInputError: A value is out of range, or an unknown block or front-end kind.
     """
     n = int(params["n_stages"])
     kind = params["frontend"]
@@ -347,7 +335,7 @@ def genome_from_params(params: dict) -> Genome:
     return Genome(
         frontend=FrontendGenes(kind=kind, sample_rate_hz=int(params["sample_rate_hz"]), n_bins=int(params["n_bins"]),
                                hop_ms=float(params["hop_ms"]), chunk_s=float(params["chunk_s"]),
-                               deltas=int(params["deltas"]), f_min_hz=CQT_F_MIN_HZ if kind == "cqt" else 0.0),
+                               deltas=int(params["deltas"]), f_min_hz=frontend_class(kind).default_f_min_hz),
         arch=ArchSpec(stages=tuple(stages), width_multiplier=float(params.get("width_mult", 1.0)),
                       head_width=int(params["head_width"]), dropout=float(params["dropout"])),
         learning_rate=float(params["lr"]),
@@ -364,15 +352,12 @@ def smallest_genomes(options: SpaceOptions) -> Iterator[Genome]:
     params = {"sample_rate_hz": min(o.sample_rates_hz), "n_bins": min(o.n_bins), "deltas": min(o.deltas),
               "n_stages": o.min_stages, "head_width": min(o.head_widths), "dropout": o.dropouts[0],
               "lr": o.learning_rates[0], "width_mult": min(o.width_multipliers)}
-    cheapest = [b for b in ("ds", "ir", "dc", "conv", "freq", "freqatt") if b in o.block_types]
-    stride = max(o.strides, key=lambda st: int(st.partition("x")[0]) * int(st.partition("x")[2]))
+    cheapest = sorted(dict.fromkeys(o.block_types), key=lambda b: block_class(b).size_rank)
     for kind, chunk, hop, pool in itertools.product(o.frontends, o.chunk_s, sorted({min(o.hop_ms), max(o.hop_ms)}),
                                                     sorted({"max2", "none"} & set(o.pools)) or [o.pools[0]]):
         stages = {}
         for i in range(1, o.min_stages + 1):
-            block = next(b for b in cheapest if not (i == 1 and b == "dc"))
-            stages |= {f"s{i}_block": block, f"s{i}_width": min(o.widths), f"s{i}_kernel": min(o.kernels),
-                       f"s{i}_stride": stride, f"s{i}_expansion": min(o.expansions),
-                       f"s{i}_subbands": min(o.n_subbands), f"s{i}_act": o.activations[0], f"s{i}_repeats": 1,
-                       f"s{i}_pool": pool}
+            block = next(b for b in cheapest if i > 1 or block_class(b).can_start)
+            stages |= {f"s{i}_block": block, f"s{i}_pool": pool}
+            stages |= {f"s{i}_{g.param}": g.smallest(g.choices_in(o)) for g in block_class(block).genes}
         yield genome_from_params({**params, **stages, "frontend": kind, "chunk_s": chunk, "hop_ms": hop})

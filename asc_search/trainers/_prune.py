@@ -30,16 +30,15 @@ import torch_pruning as tp
 from torch import nn
 
 from asc_search._errors import UserInputError
-from asc_search.search_spaces._arch import ArchSpec
-from asc_search.search_spaces._blocks import (
-    ConvSpec,
-    DecomposedConvSpec,
-    DepthwiseSeparableSpec,
-    FreqSpec,
-    InvertedResidualSpec,
+from asc_search.search_spaces import (
+    ArchSpec,
+    BlockSpec,
+    CandidateCNN,
+    ChannelSet,
+    channel_sets,
+    check_prune_ratios,
+    pruned_arch,
 )
-from asc_search.search_spaces._builder import CandidateCNN
-from asc_search.search_spaces._pruning import ChannelSet, channel_sets, check_prune_ratios, pruned_arch
 
 logger = logging.getLogger(__name__)
 
@@ -70,27 +69,24 @@ def _check_model(model: CandidateCNN, arch: ArchSpec) -> None:
                              f"{len(bad)} parameter(s) differ, first {bad[0]!r}")
 
 
-def _block_filters(block: nn.Module, spec) -> list[_Slot]:
-    """The convs that produce a block's output channels, with the offset of their channels in its output."""
-    if isinstance(spec, ConvSpec):
-        return [(block[0], 0)]
-    if isinstance(spec, DepthwiseSeparableSpec):
-        return [(block[1][0], 0)]
-    if isinstance(spec, DecomposedConvSpec):
-        q = spec.width // 4
-        return [(b[0], i * q) for i, b in enumerate((block.spatial, block.point_lo, block.point_hi, block.point_all))]
-    if isinstance(spec, InvertedResidualSpec):
-        return [(block.body[-1][0], 0)]
-    if isinstance(spec, FreqSpec):
-        return [(block.global_conv[0], 0)] + [(c[0], 0) for c in block.local_convs]
-    raise AssertionError(f"no pruning rule for {spec.encode()}")  # excluded by prunable_stages
+def _block_filters(block: nn.Module, spec: BlockSpec) -> list[_Slot]:
+    """The convs that produce a block's output channels, with the offset of their channels in its output (the
+    block type's own rule, ``BlockSpec.output_convs``)."""
+    if not spec.prunable:
+        raise AssertionError(f"no pruning rule for {spec.encode()}")  # excluded by prunable_stages
+    return spec.output_convs(block)
+
+
+def _hidden_conv(block: nn.Module, spec: BlockSpec) -> nn.Conv2d:
+    """The conv of a block's inner layer whose width follows its input (``BlockSpec.hidden_path``)."""
+    return block.get_submodule(spec.hidden_path)[0]
 
 
 def _set_filters(model: CandidateCNN, arch: ArchSpec, cs: ChannelSet) -> list[_Slot]:
     """Every conv whose filters produce the channels of ``cs`` (a skip adds an inverted residual's)."""
-    if cs.hidden:
-        return [(model.features[cs.layers[0]].body[0][0], 0)]
     layers = arch.layers()
+    if cs.hidden:
+        return [(_hidden_conv(model.features[cs.layers[0]], layers[cs.layers[0]]), 0)]
     return [slot for k in cs.layers for slot in _block_filters(model.features[k], layers[k])]
 
 
@@ -168,16 +164,25 @@ def _dependency_graph(model: nn.Module, example_input: torch.Tensor) -> tp.Depen
         return graph.build_dependency(model, example_inputs=example_input, verbose=False)
 
 
-def _concat_op(graph: tp.DependencyGraph, block: nn.Module) -> nn.Module:
-    """The graph's concatenation node of a ``DecomposedConv2d`` block (its branches' outputs)."""
-    for node in graph.module2node[block.spatial[1]].outputs:
-        if node.type == tp.ops.OPTYPE.CONCAT:
-            return node.module
-    raise AssertionError("no concatenation after the decomposed conv's spatial branch")
+def _concat_op(graph: tp.DependencyGraph, conv: nn.Conv2d) -> nn.Module:
+    """The graph's concatenation node that joins a branched block's outputs (``BlockSpec.partitions`` > 1: the
+    ``dc`` block's four branches), found downstream of the first branch's conv (through its batch-norm)."""
+    frontier, seen = [graph.module2node[conv]], set()
+    for _ in range(4):
+        nxt = []
+        for node in frontier:
+            for out in node.outputs:
+                if out.type == tp.ops.OPTYPE.CONCAT:
+                    return out.module
+                if id(out) not in seen:
+                    seen.add(id(out))
+                    nxt.append(out)
+        frontier = nxt
+    raise AssertionError("no concatenation after the first branch of a branched block")
 
 
-def _key(cs: ChannelSet, k: int) -> str:
-    return f"features.{k}.body.0" if cs.hidden else f"features.{k}"
+def _key(cs: ChannelSet, k: int, spec: BlockSpec) -> str:
+    return f"features.{k}.{spec.hidden_path}" if cs.hidden else f"features.{k}"
 
 
 def which_channels(model: CandidateCNN, arch: ArchSpec, ratios: tuple[float, ...] | list[float],
@@ -203,11 +208,12 @@ def which_channels(model: CandidateCNN, arch: ArchSpec, ratios: tuple[float, ...
     check_prune_ratios(arch, ratios)
     _check_model(model, arch)
     out = {}
+    layers = arch.layers()
     for cs, removed in _plan(model, arch, ratios, criterion):
         gone = set(removed)
         kept = tuple(i for i in range(cs.width) if i not in gone)
         for k in cs.layers:
-            out[_key(cs, k)] = kept
+            out[_key(cs, k, layers[k])] = kept
     return out
 
 
@@ -252,14 +258,15 @@ def prune_model(model: CandidateCNN, arch: ArchSpec, ratios: tuple[float, ...] |
         graph = _dependency_graph(work, example_input)
         layers = arch.layers()
         for cs, removed in plan:
-            block = work.features[cs.layers[0]]
+            block, spec = work.features[cs.layers[0]], layers[cs.layers[0]]
             if cs.hidden:
-                root, fn = block.body[0][0], tp.prune_conv_out_channels
-            elif isinstance(layers[cs.layers[0]], DecomposedConvSpec):
-                root = _concat_op(graph, block)  # one root for the four branches, in concatenated order
+                root, fn = _hidden_conv(block, spec), tp.prune_conv_out_channels
+            elif spec.partitions > 1:
+                # one root for the concatenated branches, in concatenated order
+                root = _concat_op(graph, _block_filters(block, spec)[0][0])
                 fn = graph.get_pruner_of_module(root).prune_out_channels
             else:
-                root, fn = _block_filters(block, layers[cs.layers[0]])[0][0], tp.prune_conv_out_channels
+                root, fn = _block_filters(block, spec)[0][0], tp.prune_conv_out_channels
             graph.get_pruning_group(root, fn, idxs=removed).prune(record_history=False)
     out = CandidateCNN(pruned_arch(arch, ratios), model.input_shape, _n_classes(model)).to(param.device, param.dtype)
     out.load_state_dict(work.state_dict())  # strict: a shape mismatch here is a bug in the pruning rules

@@ -10,7 +10,6 @@ import torch
 
 from asc_search import UserInputError
 from asc_search.frontends._registry import (
-    _REGISTRY,
     CQTFrontend,
     Deltas,
     Frontend,
@@ -22,6 +21,7 @@ from asc_search.frontends._registry import (
     cqt_kernel_samples,
     list_frontends,
     register_frontend,
+    unregister_frontend,
 )
 
 SR = 16000
@@ -108,8 +108,10 @@ def test_register_frontend_adds_a_kind_and_rejects_clashes():
         with pytest.raises(UserInputError, match="Frontend subclass"):
             register_frontend("test-module")(torch.nn.Identity)
     finally:
-        _REGISTRY.pop("test-silence", None)
+        unregister_frontend("test-silence")
     assert "test-silence" not in list_frontends()
+    with pytest.raises(UserInputError, match="unknown front-end kind 'test-silence'; registered: cqt, gammatone"):
+        unregister_frontend("test-silence")
 
 
 # --- config -----------------------------------------------------------------------------------------------
