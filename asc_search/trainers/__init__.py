@@ -9,7 +9,14 @@ from asc_search.trainers._augment import (
     soft_target_loss,
 )
 from asc_search.trainers._distill import TeacherLogits, compute_teacher_logits, kd_loss
-from asc_search.trainers._fit import FitResult, Normalisation, TrainSettings, fit, predict_clips
+from asc_search.trainers._fit import (
+    FitResult,
+    Normalisation,
+    TrainSettings,
+    deterministic_torch,
+    fit,
+    predict_clips,
+)
 from asc_search.trainers._metrics import (
     bootstrap_ci,
     classification_metrics,
@@ -22,26 +29,27 @@ from asc_search.trainers._transfer import load_pretrained, two_phase_transfer
 
 __all__ = [
     "Augmentation",
-    "SapAugment",
-    "TeacherLogits",
-    "compute_teacher_logits",
-    "get_augmentation",
-    "kd_loss",
-    "list_augmentations",
-    "register_augmentation",
-    "soft_target_loss",
     "FitResult",
     "Normalisation",
+    "SapAugment",
+    "TeacherLogits",
     "TrainSettings",
     "bootstrap_ci",
     "classification_metrics",
-    "full_metrics",
     "clip_probabilities",
+    "compute_teacher_logits",
+    "deterministic_torch",
     "fit",
+    "full_metrics",
+    "get_augmentation",
     "grouped_accuracy",
+    "kd_loss",
+    "list_augmentations",
+    "load_pretrained",
     "predict_clips",
     "prune_model",
-    "which_channels",
-    "load_pretrained",
+    "register_augmentation",
+    "soft_target_loss",
     "two_phase_transfer",
+    "which_channels",
 ]
