@@ -3,9 +3,10 @@ schedule, early stopping on validation accuracy."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -136,6 +137,51 @@ class FitResult:
     augmentation_log: dict = field(default_factory=dict)
 
 
+@contextlib.contextmanager
+def deterministic_torch(threads: int = 1, *, seed: int | None = None) -> Iterator[None]:
+    """Reproducible torch inside the block, the previous settings restored on exit (nothing leaks).
+
+    Sets ``torch.use_deterministic_algorithms(True)`` (an op without a deterministic kernel raises),
+    ``torch.set_num_threads(threads)`` (the order of CPU reductions depends on the thread count, so a fixed count
+    gives the same floats on any machine with the same kernels), and cuDNN's deterministic, non-benchmarking
+    mode. With ``seed`` it also seeds torch's and numpy's global generators (``torch.manual_seed``,
+    ``np.random.seed``) and restores their previous states on exit, so that e.g. a model's initialisation
+    inside the block depends on ``seed`` only, and code after the block draws as if it had not run.
+
+    CUDA's deterministic matrix products also need ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` in the environment
+    before CUDA starts; that is the caller's (the CPU path needs nothing).
+
+    Args:
+        threads: Intra-op threads of torch inside the block (>= 1).
+        seed: Seed of torch's and numpy's global generators inside the block (None: left alone).
+
+    Raises:
+        UserInputError: ``threads`` < 1.
+    """
+    if threads < 1:
+        raise UserInputError(f"threads must be >= 1, got {threads}")
+    previous = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+                torch.get_num_threads(), torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    np_state = np.random.get_state() if seed is not None else None
+    rng = torch.random.fork_rng(devices=[], enabled=seed is not None)
+    try:
+        with rng:
+            torch.use_deterministic_algorithms(True)
+            torch.set_num_threads(threads)
+            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+            if seed is not None:
+                torch.manual_seed(seed)
+                np.random.seed(seed)
+            yield
+    finally:
+        enabled, warn_only, n_threads, cudnn_deterministic, cudnn_benchmark = previous
+        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+        torch.set_num_threads(n_threads)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn_deterministic, cudnn_benchmark
+        if np_state is not None:
+            np.random.set_state(np_state)
+
+
 def lr_factor(epoch: int, settings: TrainSettings) -> float:
     """Learning-rate multiplier of 0-based ``epoch``: linear warm-up from 0.1 over ``warmup_epochs``, then cosine
     annealing over the remaining epochs (or constant)."""
@@ -177,7 +223,8 @@ def _predict_patches(model: nn.Module, x: np.ndarray, owner: np.ndarray, n_clips
 def fit(model: nn.Module, features: ClipFeatures, labels: np.ndarray, train_clips: np.ndarray,
         val_clips: np.ndarray, norm: Normalisation, settings: TrainSettings,
         on_epoch: Callable[[dict], None] | None = None, device: str | torch.device = "cpu", *,
-        augmentations: Sequence | None = None, sapaugment=None, teacher: TeacherLogits | None = None) -> FitResult:
+        augmentations: Sequence | None = None, sapaugment=None, teacher: TeacherLogits | None = None,
+        deterministic: bool = False) -> FitResult:
     """Train ``model`` on random patch crops of the training clips; keep the best validation epoch.
 
     Each epoch draws, for every training clip, as many crops as it has evaluation patches, at random
@@ -203,6 +250,9 @@ def fit(model: nn.Module, features: ClipFeatures, labels: np.ndarray, train_clip
             gradients) decide which samples are augmented and how strongly (low loss: more).
         teacher: Cached teacher logits for knowledge distillation (``compute_teacher_logits``); each crop gets
             the teacher patch nearest in time.
+        deterministic: Train inside ``deterministic_torch(threads=1)``: deterministic kernels on one thread, so
+            the same seed, model and data give the same weights on any machine (slower on many cores); the
+            previous torch settings are restored afterwards.
 
     Returns:
         The best epoch's weights (CPU tensors) and metrics.
@@ -210,6 +260,16 @@ def fit(model: nn.Module, features: ClipFeatures, labels: np.ndarray, train_clip
     Raises:
         FloatingPointError: The training loss became NaN or infinite.
     """
+    with deterministic_torch(threads=1) if deterministic else contextlib.nullcontext():
+        return _fit(model, features, labels, train_clips, val_clips, norm, settings, on_epoch, device,
+                    augmentations=augmentations, sapaugment=sapaugment, teacher=teacher)
+
+
+def _fit(model: nn.Module, features: ClipFeatures, labels: np.ndarray, train_clips: np.ndarray,
+         val_clips: np.ndarray, norm: Normalisation, settings: TrainSettings,
+         on_epoch: Callable[[dict], None] | None, device: str | torch.device, *,
+         augmentations: Sequence | None, sapaugment, teacher: TeacherLogits | None) -> FitResult:
+    """``fit`` (see there), in the torch settings the caller chose."""
     rng = np.random.default_rng(settings.seed)
     torch.manual_seed(settings.seed)
     device = torch.device(device)

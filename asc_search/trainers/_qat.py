@@ -308,7 +308,7 @@ def qat_to_float(qat_model: QATModel, template: nn.Module, *, snap_weights: bool
 def qat_finetune(model: nn.Module, features: ClipFeatures, labels: np.ndarray, train_clips: np.ndarray,
                  val_clips: np.ndarray, norm: Normalisation, settings: TrainSettings, device: str | torch.device = "cpu",
                  *, on_epoch: Callable[[dict], None] | None = None, scheme: str = "tflite",
-                 snap_weights: bool = True) -> FitResult:
+                 snap_weights: bool = True, deterministic: bool = False) -> FitResult:
     """Quantisation-aware fine-tuning of a trained float model, in place.
 
     ``prepare_qat`` -> ``fit`` (the caller's ``settings``: typically a few epochs at a tenth of the learning
@@ -328,6 +328,7 @@ def qat_finetune(model: nn.Module, features: ClipFeatures, labels: np.ndarray, t
         on_epoch: Passed to ``fit`` (per-epoch metrics of the fake-quantised model).
         scheme: Quantisation scheme of ``prepare_qat``.
         snap_weights: Of ``qat_to_float``.
+        deterministic: Of ``fit`` (deterministic kernels on one thread, settings restored afterwards).
 
     Returns:
         ``fit``'s result with ``state_dict`` replaced by the float state dict loaded into ``model``;
@@ -347,7 +348,7 @@ def qat_finetune(model: nn.Module, features: ClipFeatures, labels: np.ndarray, t
     qat_model = prepare_qat(model, example, scheme=scheme)
     with _quiet_ao_deprecation():
         result = fit(qat_model, features, labels, train_clips, val_clips, norm, settings, on_epoch=on_epoch,
-                     device=device)
+                     device=device, deterministic=deterministic)
     qat_model.cpu()
     state = qat_to_float(qat_model, model, snap_weights=snap_weights)
     model.load_state_dict(state)

@@ -21,7 +21,7 @@ from asc_search.deploy import (
 )
 from asc_search.frontends import compute_clip_features
 from asc_search.search_spaces import ArchSpec, FrontendGenes, Genome, build_model
-from asc_search.trainers import Normalisation, TrainSettings, fit
+from asc_search.trainers import Normalisation, TrainSettings, deterministic_torch, fit
 
 pytestmark = pytest.mark.slow
 
@@ -41,8 +41,12 @@ def test_exported_model_matches_genome_and_float_model(fsdd_small, tmp_path):
     feats = compute_clip_features(data, patch_layout(g))
     train, val = np.flatnonzero(~data.is_validation), np.flatnonzero(data.is_validation)
     norm = Normalisation.fit(feats, train, deltas=g.frontend.deltas)
-    model = build_model(g, data.n_classes)
-    fit(model, feats, data.labels, train, val, norm, TrainSettings(epochs=3, learning_rate=3e-3))
+    # seeded initialisation and deterministic one-thread training: the weights do not depend on what earlier tests
+    # left in torch's generator or thread count, nor on the machine's core count
+    with deterministic_torch(seed=0):
+        model = build_model(g, data.n_classes)
+    fit(model, feats, data.labels, train, val, norm, TrainSettings(epochs=3, learning_rate=3e-3, seed=0),
+        deterministic=True)
     x_train, _ = feats.patches(train)
     x_val, _ = feats.patches(val)
     x_train, x_val = norm.apply(x_train), norm.apply(x_val)

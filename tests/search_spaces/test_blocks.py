@@ -96,7 +96,7 @@ def test_inverted_residual_adds_through_a_quantisable_functional():
 
 
 def test_bad_block_strings_say_what_is_valid():
-    with pytest.raises(UserInputError, match="unknown block kind 'conv3'; valid: conv, dc, ds"):
+    with pytest.raises(UserInputError, match="unknown block kind 'conv3'; valid: avgpool, conv, dc, ds"):
         decode_block("conv3_c16")
     with pytest.raises(UserInputError, match="bad token 'z9'.*valid tokens for conv: c<width>, k<kernel>"):
         decode_block("conv_c16_z9_relu")
@@ -135,45 +135,63 @@ def esc10_features(esc10):
     return data, compute_clip_features(data, layout)
 
 
-# INT8/float argmax agreement, measured with this test's training (16 epochs, then 3 epochs of quantisation-aware
-# fine-tuning; ESC-10 fold 3: 720 patches, 80 clips; LiteRT XNNPACK and TFLite-Micro alike):
-#   clip (mean patch probabilities, the prediction the tool makes for a recording): 98.8-100 % for every block;
-#   patch: 96.3-99.2 % (conv 98.8, dc 96.3, ds 97.6, ir 97.8, freq 97.4, freqatt 98.8, maxpool 97.8, avgpool 97.4).
-# The patch figure stays below issue 4's 98 % for six blocks because of near-ties, not quantisation error: with
-# the weights on the int8 grid (QAT) INT8 and float use identical weights; the disagreements sit on patches
-# whose two best float logits are within two int8 steps (7-19 % of these briefly trained nets' validation
-# patches), most of them exact ties of the int8 logits, where argmax takes the lower class; on the other
-# patches INT8 agrees on 99.5-100 %. Without the QAT step (same 16 epochs, same export): patch 95.8-98.3 %,
-# clip 93.8-98.8 %. LiteRT and TFLite-Micro running the same file disagree on up to 2.2 % of patches (same ties).
-CLIP_AGREEMENT_MIN = 0.98
-PATCH_AGREEMENT_MIN = 0.96
-DECISIVE_AGREEMENT_MIN = 0.99  # on patches whose float top-2 margin is >= DECISIVE_STEPS int8 output steps
+# INT8/float argmax agreement, this test's training (seeded initialisation, 16 epochs, then 3 epochs of
+# quantisation-aware fine-tuning, deterministic kernels on one thread; ESC-10 fold 3: 720 patches, 80 clips;
+# LiteRT XNNPACK and TFLite-Micro alike). Seed-to-seed spread, measured 2026-12-02 over seeds 0-3 (4 per block,
+# 32 trainings; min / median over blocks, seeds and both runtimes):
+#   clip (mean patch probabilities, the prediction the tool makes for a recording): 0.938 / 0.988 (ir seed 2,
+#     ds 0.963, dc 0.963, freq 0.950 at their worst: 1-5 of 80 clips, all of them near-ties);
+#   patch: 0.897 / 0.976 (conv seed 3; the others >= 0.95);
+#   decisive patches (float top-2 logit margin >= DECISIVE_STEPS int8 output steps): 0.984 / 1.000, on a share
+#     of 0.751 / 0.851 of the patches;
+#   decisive clips (float top-2 clip-probability margin >= DECISIVE_CLIP_MARGIN; 34-84 % of the clips): 1.000 /
+#     1.000, not one disagreement in any training;
+#   TFLite-Micro vs LiteRT builtin kernels, same file: 0.910 / 0.989 of patches (same near-ties);
+#   |INT8 clip accuracy - QAT validation accuracy|: at most 0.025.
+# The all-patch and all-clip figures move with the seed because of near-ties, not quantisation error: with the
+# weights on the int8 grid (QAT) INT8 and float use identical weights, and the disagreements sit on patches whose
+# two best float logits are within two int8 steps, most of them exact ties of the int8 logits (argmax takes the
+# lower class). So the decisive figures carry the test (thresholds near their measured minimum), and the all-patch
+# and all-clip ones only bound the tie share (measured minimum minus a margin of about half its spread). An input
+# quantisation scale off by 25 % (the negative control below) gives clip 0.55-0.80 and decisive 0.62-0.78.
+CLIP_AGREEMENT_MIN = 0.90
+PATCH_AGREEMENT_MIN = 0.85
+DECISIVE_AGREEMENT_MIN = 0.98
+DECISIVE_CLIP_MISSES_MAX = 1  # of the 27-67 decisive clips, one may differ (measured: none)
+DECISIVE_SHARE_MIN = 0.65
+RUNTIME_AGREEMENT_MIN = 0.85  # TFLite-Micro vs LiteRT's builtin kernels, all patches
 DECISIVE_STEPS = 2
+DECISIVE_CLIP_MARGIN = 0.1
+MIS_SCALE = 1.25  # the negative control's input mis-scaling
 
 
 def _agreement(ref: np.ndarray, q: np.ndarray, owner: np.ndarray, n_clips: int, step: float) -> dict[str, float]:
-    """INT8 vs float argmax agreement on patches, clips (mean probabilities), and decisive patches."""
+    """INT8 vs float argmax agreement on patches, clips (mean probabilities), and decisive patches and clips."""
     from asc_search.deploy._deploy import softmax_rows
     from asc_search.trainers import clip_probabilities
 
     same = ref.argmax(1) == q.argmax(1)
     top2 = np.sort(ref, axis=1)[:, -2:]
     decisive = top2[:, 1] - top2[:, 0] >= DECISIVE_STEPS * step
-    clips = (clip_probabilities(softmax_rows(ref), owner, n_clips).argmax(1) ==
-             clip_probabilities(softmax_rows(q), owner, n_clips).argmax(1))
+    ref_clips = clip_probabilities(softmax_rows(ref), owner, n_clips)
+    clips = ref_clips.argmax(1) == clip_probabilities(softmax_rows(q), owner, n_clips).argmax(1)
+    clip_top2 = np.sort(ref_clips, axis=1)[:, -2:]
+    decisive_clips = clip_top2[:, 1] - clip_top2[:, 0] >= DECISIVE_CLIP_MARGIN
     q_top2 = np.sort(q, axis=1)[:, -2:]
     ties = (~same) & (q_top2[:, 1] == q_top2[:, 0])
     return {"patch": float(same.mean()), "clip": float(clips.mean()), "decisive": float(same[decisive].mean()),
-            "decisive_share": float(decisive.mean()), "disagreements": int((~same).sum()),
-            "int8_ties": int(ties.sum())}
+            "decisive_share": float(decisive.mean()), "decisive_clip_misses": int((~clips[decisive_clips]).sum()),
+            "decisive_clip_share": float(decisive_clips.mean()),
+            "disagreements": int((~same).sum()), "int8_ties": int(ties.sum())}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", list(EXAMPLES))
 def test_block_exports_to_int8_tflite_and_tflm(kind, esc10_features, tmp_path):
     """Trained, quantisation-aware fine-tuned and exported, every block runs in LiteRT and TFLite-Micro with the
-    counted size, MACs and arena, and its INT8 predictions are the exported float model's (clip level >= 98 %;
-    patches: up to near-ties)."""
+    counted size, MACs and arena, and its INT8 predictions are the exported float model's wherever the float
+    model is decisive (patches and clips; elsewhere up to near-ties), with thresholds from the seed-to-seed spread
+    above; a mis-scaled input quantisation fails them."""
     from asc_search.deploy import (
         export_int8_tflite,
         run_int8,
@@ -184,18 +202,19 @@ def test_block_exports_to_int8_tflite_and_tflm(kind, esc10_features, tmp_path):
     from asc_search.deploy._deploy import softmax_rows
     from asc_search.deploy._export import OUTPUT_FLOOR_MARGIN, raise_output_floor
     from asc_search.deploy._validate import _interpreter
-    from asc_search.trainers import Normalisation, TrainSettings, clip_probabilities, fit
+    from asc_search.trainers import Normalisation, TrainSettings, clip_probabilities, deterministic_torch, fit
     from asc_search.trainers._qat import qat_finetune
 
     data, feats = esc10_features
     g = _genome(kind)
-    torch.manual_seed(0)
     train, val = np.flatnonzero(~data.is_validation), np.flatnonzero(data.is_validation)
     norm = Normalisation.fit(feats, train)
-    model = build_model(g, data.n_classes)
-    fit(model, feats, data.labels, train, val, norm, TrainSettings(epochs=16, learning_rate=3e-3, seed=0, patience=16))
+    with deterministic_torch(seed=0):  # the same weights whatever ran before, and on any core count
+        model = build_model(g, data.n_classes)
+    fit(model, feats, data.labels, train, val, norm, TrainSettings(epochs=16, learning_rate=3e-3, seed=0, patience=16),
+        deterministic=True)
     qat = qat_finetune(model, feats, data.labels, train, val, norm,
-                       TrainSettings(epochs=3, learning_rate=3e-4, seed=0))
+                       TrainSettings(epochs=3, learning_rate=3e-4, seed=0), deterministic=True)
     x_train = norm.apply(feats.patches(train)[0])
     x_val, owner = feats.patches(val)
     x_val = norm.apply(x_val)
@@ -227,9 +246,13 @@ def test_block_exports_to_int8_tflite_and_tflm(kind, esc10_features, tmp_path):
     print(f"{kind}: INT8/float argmax agreement: {figures}")
     for f in figures.values():
         assert f["clip"] >= CLIP_AGREEMENT_MIN and f["patch"] >= PATCH_AGREEMENT_MIN, f
-        assert f["decisive"] >= DECISIVE_AGREEMENT_MIN and f["decisive_share"] > 0.75, f  # measured share 0.81-0.93
-    assert (int8["tflm"].argmax(1) == builtin.argmax(1)).mean() >= 0.95
-    # the INT8 model has the accuracy QAT validated (80 clips: within 4)
+        assert f["decisive"] >= DECISIVE_AGREEMENT_MIN and f["decisive_share"] >= DECISIVE_SHARE_MIN, f
+        assert f["decisive_clip_misses"] <= DECISIVE_CLIP_MISSES_MAX, f
+    assert (int8["tflm"].argmax(1) == builtin.argmax(1)).mean() >= RUNTIME_AGREEMENT_MIN
+    # negative control: the input quantised with a scale 25 % off fails the decisive and the clip thresholds
+    wrong = _agreement(ref, run_int8(path, x_val * MIS_SCALE, xnnpack=True), owner, len(val), step)
+    assert wrong["decisive"] < DECISIVE_AGREEMENT_MIN and wrong["clip"] < CLIP_AGREEMENT_MIN, wrong
+    # the INT8 model has the accuracy QAT validated (80 clips: within 4; measured at most 2)
     int8_accuracy = (clip_probabilities(softmax_rows(int8["litert"]), owner, len(val)).argmax(1) ==
                      data.labels[val]).mean()
     assert int8_accuracy == pytest.approx(qat.val_metrics["accuracy"], abs=0.05)

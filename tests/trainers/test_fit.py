@@ -1,6 +1,7 @@
 """The training loop with augmentation genes on real ESC-10 features."""
 
 import numpy as np
+import pytest
 import torch
 
 from asc_search.search_spaces import build_model
@@ -41,3 +42,53 @@ def test_distillation_with_alpha_one_trains_exactly_as_plain_cross_entropy(esc10
     for k, v in runs[0][1].items():
         torch.testing.assert_close(v, runs[1][1][k], atol=1e-5, rtol=1e-4)
     assert runs[0][0].augmentation_log == {}
+
+
+def test_deterministic_torch_restores_every_setting_and_generator_it_touches():
+    from asc_search import UserInputError
+    from asc_search.trainers import deterministic_torch
+
+    threads, enabled = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.manual_seed(123)
+    np.random.seed(123)
+    expected_torch, expected_np = torch.rand(3), np.random.rand(3)
+    torch.manual_seed(123)
+    np.random.seed(123)
+    draws = []
+    for _ in range(2):
+        with deterministic_torch(threads=1, seed=7):
+            assert torch.are_deterministic_algorithms_enabled() and torch.get_num_threads() == 1
+            assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+            draws.append((torch.rand(3), np.random.rand(3)))
+    torch.testing.assert_close(draws[0][0], draws[1][0])
+    np.testing.assert_array_equal(draws[0][1], draws[1][1])
+    # the block consumed nothing from the outer generators and left the torch settings as they were
+    torch.testing.assert_close(torch.rand(3), expected_torch)
+    np.testing.assert_array_equal(np.random.rand(3), expected_np)
+    assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()) == (threads, enabled)
+    with pytest.raises(RuntimeError, match="boom"), deterministic_torch():
+        raise RuntimeError("boom")
+    assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()) == (threads, enabled)
+    with pytest.raises(UserInputError, match="threads must be >= 1"), deterministic_torch(threads=0):
+        pass
+
+
+def test_deterministic_fit_gives_the_same_weights_whatever_the_thread_count_outside(esc10_split):
+    from asc_search.trainers import deterministic_torch
+
+    data, genome, features, train, val, norm = esc10_split
+    threads = torch.get_num_threads()
+    states = []
+    for outside in (1, 2):
+        torch.set_num_threads(outside)
+        try:
+            with deterministic_torch(seed=0):
+                model = build_model(genome, data.n_classes)
+            fit(model, features, data.labels, train, val, norm, TrainSettings(epochs=1, batch_size=16),
+                deterministic=True)
+            assert torch.get_num_threads() == outside and not torch.are_deterministic_algorithms_enabled()
+        finally:
+            torch.set_num_threads(threads)
+        states.append(model.state_dict())
+    for k, v in states[0].items():
+        torch.testing.assert_close(v, states[1][k], atol=0, rtol=0)

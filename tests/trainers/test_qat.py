@@ -183,3 +183,20 @@ def test_errors_name_the_layer_and_the_value():
     qat = prepare_qat(model, torch.zeros(1, *model.input_shape))
     with pytest.raises(UserInputError, match="not the same architecture|not prepared from"):
         qat_to_float(qat, _model("ds"))
+
+
+def test_deterministic_qat_finetune_repeats_exactly_and_restores_the_thread_count(esc10_split):
+    from asc_search.trainers import deterministic_torch
+
+    data, genome, features, train, val, norm = esc10_split
+    threads = torch.get_num_threads()
+    states = []
+    for _ in range(2):
+        with deterministic_torch(seed=0):
+            model = build_model(genome, data.n_classes)
+        qat_finetune(model, features, data.labels, train, val, norm, TrainSettings(epochs=1, batch_size=16),
+                     deterministic=True)
+        assert torch.get_num_threads() == threads and not torch.are_deterministic_algorithms_enabled()
+        states.append(model.state_dict())
+    for k, v in states[0].items():
+        torch.testing.assert_close(v, states[1][k], atol=0, rtol=0)
