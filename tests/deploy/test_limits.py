@@ -188,7 +188,7 @@ def exported_run(fsdd, tmp_path_factory):
     from asc_search.frontends import FeatureCache
     from asc_search.rundir import save_checkpoint
     from asc_search.search_spaces import ArchSpec, FrontendGenes, Genome, build_model
-    from asc_search.trainers import Normalisation, TrainSettings, fit
+    from asc_search.trainers import Normalisation, TrainSettings, deterministic_torch, fit
 
     run = tmp_path_factory.mktemp("limits_run")
     m = load_manifest(fsdd)
@@ -201,8 +201,10 @@ def exported_run(fsdd, tmp_path_factory):
     feats, _ = cache.get(data, patch_layout(g))
     train, val = np.flatnonzero(~data.is_validation), np.flatnonzero(data.is_validation)
     norm = Normalisation.fit(feats, train, deltas=g.frontend.deltas)
-    model = build_model(g, data.n_classes)
-    fit(model, feats, data.labels, train, val, norm, TrainSettings(epochs=3, learning_rate=3e-3))
+    with deterministic_torch(seed=0):  # the same model on any machine, whatever ran before
+        model = build_model(g, data.n_classes)
+        fit(model, feats, data.labels, train, val, norm, TrainSettings(epochs=3, learning_rate=3e-3, seed=0),
+            deterministic=True)
     model_pt = run / "models" / "t1" / "model.pt"
     model_pt.parent.mkdir(parents=True)
     save_checkpoint(model_pt, genome=g, state_dict=model.state_dict(), n_classes=data.n_classes,
