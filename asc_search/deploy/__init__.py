@@ -1,15 +1,18 @@
-"""Deploy: INT8 TFLite export and its validation (bytes, MACs, accuracy, agreement with float)."""
+"""Deploy: INT8 TFLite export and its validation (bytes, MACs, accuracy, agreement with float), the budget's
+pass/fail lines (limits), bundles and validating a model on labelled audio."""
 
-from asc_search.deploy._bundle import choose_exports, export_and_validate, export_front
+from asc_search.deploy._bundle import choose_exports, export_and_validate, export_front, write_npy
 from asc_search.deploy._deploy import (
     DeployFrontend,
     TargetBudgetError,
     evaluate_model_dir,
     export_frontend_tflite,
+    load_frontend,
     make_bundle,
+    softmax_rows,
 )
 from asc_search.deploy._ensemble import export_ensemble
-from asc_search.deploy._export import ExportError, export_int8_tflite
+from asc_search.deploy._export import OUTPUT_FLOOR_MARGIN, ExportError, export_int8_tflite, raise_output_floor
 from asc_search.deploy._limits import (
     MIN_INT8_AGREEMENT,
     LimitCheck,
@@ -26,33 +29,39 @@ from asc_search.deploy._tflm import (
     tflm_runs_with,
     write_c_array,
 )
-from asc_search.deploy._validate import TFLiteComplexity, run_int8, tflite_complexity
+from asc_search.deploy._validate import TFLiteComplexity, litert_interpreter, run_int8, tflite_complexity
 
 __all__ = [
     "DeployFrontend",
-    "evaluate_model_dir",
-    "export_frontend_tflite",
-    "make_bundle",
     "ExportError",
     "LimitCheck",
     "MIN_INT8_AGREEMENT",
-    "TargetBudgetError",
-    "check_limits",
-    "describe_failures",
-    "ensemble_measured",
-    "measured_from_validation",
+    "OUTPUT_FLOOR_MARGIN",
     "TFLMError",
     "TFLiteComplexity",
+    "TargetBudgetError",
+    "check_limits",
     "choose_exports",
+    "describe_failures",
+    "ensemble_measured",
+    "evaluate_model_dir",
     "export_and_validate",
     "export_ensemble",
     "export_front",
+    "export_frontend_tflite",
     "export_int8_tflite",
+    "litert_interpreter",
     "litert_latency_ms",
-    "run_int8_tflm",
+    "load_frontend",
+    "make_bundle",
+    "measured_from_validation",
+    "raise_output_floor",
     "run_int8",
+    "run_int8_tflm",
+    "softmax_rows",
     "tflite_complexity",
     "tflm_arena_bytes",
     "tflm_runs_with",
     "write_c_array",
+    "write_npy",
 ]

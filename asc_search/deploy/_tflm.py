@@ -14,7 +14,7 @@ import numpy as np
 
 from asc_search._errors import AscSearchError
 from asc_search._io import write_text
-from asc_search.deploy._validate import _interpreter
+from asc_search.deploy._validate import litert_interpreter
 
 _ARENA_RE = re.compile(r"Arena allocation total (\d+) bytes")
 
@@ -104,7 +104,7 @@ def run_int8_tflm(path: str | Path, x: np.ndarray, *, arena_size: int) -> np.nda
 
 def litert_latency_ms(path: str | Path, *, xnnpack: bool, runs: int = 50, warmup: int = 5) -> float:
     """Median host latency of one INT8 inference in LiteRT, 1 thread, after ``warmup`` runs (ms)."""
-    it = _interpreter(path, xnnpack=xnnpack)
+    it = litert_interpreter(path, xnnpack=xnnpack)
     inp = it.get_input_details()[0]
     x = np.zeros(inp["shape"], dtype=inp["dtype"])
     times = []

@@ -34,7 +34,9 @@ class TFLiteComplexity:
     file_bytes: int
 
 
-def _interpreter(path: str | Path, *, xnnpack: bool = True):
+def litert_interpreter(path: str | Path, *, xnnpack: bool = True):
+    """A LiteRT interpreter of the ``.tflite`` at ``path``, 1 thread, tensors allocated: XNNPACK (``xnnpack``) or
+    LiteRT's builtin reference kernels (what TFLite-Micro's kernels follow)."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
@@ -48,7 +50,7 @@ def _interpreter(path: str | Path, *, xnnpack: bool = True):
         # whose outputs collapsed after training gives); LiteRT's builtin int8 kernels run the same graph.
         log.warning("%s: the XNNPACK delegate cannot prepare this model (%s); using LiteRT's builtin kernels",
                     path, str(exc).strip())
-        return _interpreter(path, xnnpack=False)
+        return litert_interpreter(path, xnnpack=False)
     return it
 
 
@@ -71,7 +73,7 @@ def tflite_complexity(path: str | Path) -> TFLiteComplexity:
         UserInputError: The file is not a TFLite model.
     """
     try:
-        it = _interpreter(path, xnnpack=False)
+        it = litert_interpreter(path, xnnpack=False)
     except Exception as exc:  # noqa: BLE001
         raise UserInputError(f"{path} is not a readable TFLite model ({exc})") from exc
     tensors = {t["index"]: t for t in it.get_tensor_details()}
@@ -119,7 +121,7 @@ def run_int8(path: str | Path, x: np.ndarray, *, xnnpack: bool = True) -> np.nda
     Raises:
         UserInputError: The model's input is not int8, or its shape does not match ``x``.
     """
-    it = _interpreter(path, xnnpack=xnnpack)
+    it = litert_interpreter(path, xnnpack=xnnpack)
     inp, out = it.get_input_details()[0], it.get_output_details()[0]
     if np.dtype(inp["dtype"]) != np.int8:
         raise UserInputError(f"{path}: input dtype is {np.dtype(inp['dtype'])}, not int8; export a full-integer model")

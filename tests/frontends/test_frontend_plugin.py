@@ -105,7 +105,7 @@ def test_frontend_json_carries_the_fields_the_class_declares(linstft, tmp_path):
     assert logmel.to_json() == logmel.to_dict() and FrontendConfig.from_json(logmel.to_json()) == logmel
 
     # the deploy front-end reads it back from a frontend.json
-    from asc_search.deploy._deploy import load_frontend
+    from asc_search.deploy import load_frontend
 
     path = tmp_path / "frontend.json"
     path.write_text(json.dumps({"frontend": carried, "chunk_s": 1.0,

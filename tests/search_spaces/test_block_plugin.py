@@ -36,7 +36,7 @@ from asc_search.search_spaces import (
     unprunable_reasons,
     unregister_block,
 )
-from asc_search.trainers._prune import prune_model
+from asc_search.trainers import prune_model
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -167,7 +167,7 @@ MIS_SCALE = 1.25  # the negative control's input mis-scaling
 
 def _agreement(ref: np.ndarray, q: np.ndarray, owner: np.ndarray, n_clips: int, step: float) -> dict[str, float]:
     """INT8 vs float argmax agreement on patches, clips (mean probabilities), and decisive patches and clips."""
-    from asc_search.deploy._deploy import softmax_rows
+    from asc_search.deploy import softmax_rows
     from asc_search.trainers import clip_probabilities
 
     same = ref.argmax(1) == q.argmax(1)
@@ -193,17 +193,24 @@ def test_block_exports_to_int8_tflite_and_tflm(kind, esc10_features, tmp_path):
     model is decisive (patches and clips; elsewhere up to near-ties), with thresholds from the seed-to-seed spread
     above; a mis-scaled input quantisation fails them."""
     from asc_search.deploy import (
+        OUTPUT_FLOOR_MARGIN,
         export_int8_tflite,
+        litert_interpreter,
+        raise_output_floor,
         run_int8,
         run_int8_tflm,
+        softmax_rows,
         tflite_complexity,
         tflm_arena_bytes,
     )
-    from asc_search.deploy._deploy import softmax_rows
-    from asc_search.deploy._export import OUTPUT_FLOOR_MARGIN, raise_output_floor
-    from asc_search.deploy._validate import _interpreter
-    from asc_search.trainers import Normalisation, TrainSettings, clip_probabilities, deterministic_torch, fit
-    from asc_search.trainers._qat import qat_finetune
+    from asc_search.trainers import (
+        Normalisation,
+        TrainSettings,
+        clip_probabilities,
+        deterministic_torch,
+        fit,
+        qat_finetune,
+    )
 
     data, feats = esc10_features
     g = _genome(kind)
@@ -225,7 +232,7 @@ def test_block_exports_to_int8_tflite_and_tflm(kind, esc10_features, tmp_path):
     t = tflite_complexity(path)
     assert t.weight_bytes == c.int8_bytes and (t.int8_weights, t.int32_biases) == (c.weight_params, c.bias_params)
     assert t.macs_per_patch == pytest.approx(c.macs_per_patch, rel=0.01)
-    interpreter = _interpreter(path, xnnpack=False)
+    interpreter = litert_interpreter(path, xnnpack=False)
     ops = {op["op_name"] for op in interpreter._get_ops_details()}
     assert "TRANSPOSE" not in ops, ops
     # the analytic peak of live INT8 activations is a lower bound of the TFLM arena

@@ -8,8 +8,7 @@ from hypothesis import strategies as st
 
 from asc_search._errors import AscSearchError, UserInputError
 from asc_search.constraints import Budget, get_budget
-from asc_search.deploy import export_and_validate, export_ensemble
-from asc_search.deploy._bundle import write_npy
+from asc_search.deploy import export_and_validate, export_ensemble, write_npy
 from asc_search.rundir import VAL_PROBS_FILE, save_checkpoint
 from asc_search.trainers import (
     EnsembleCandidate,
