@@ -58,9 +58,11 @@ def test_exported_model_matches_genome_and_float_model(fsdd_small, tmp_path):
     assert t.macs_per_patch == c.macs_per_patch
     with torch.inference_mode():
         ref = model.eval()(torch.from_numpy(x_val)).numpy()
+    # patch agreement over seeds 0-4 (2026-12-02, this training, 148 patches): XNNPACK 0.980 / 0.993 (min / median),
+    # builtin kernels 0.959 / 0.993, TFLite-Micro (300) 0.986 / 0.986; a 2x mis-scaled input 0.43-0.81
     for xnnpack in (True, False):
         q = run_int8(path, x_val, xnnpack=xnnpack)
-        assert (q.argmax(1) == ref.argmax(1)).mean() >= 0.95
+        assert (q.argmax(1) == ref.argmax(1)).mean() >= 0.93
 
     # TFLite-Micro: same answers, and the reported arena is the smallest that runs (1 KiB less fails)
     arena = tflm_arena_bytes(path)
