@@ -8,7 +8,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from asc_search._io import atomic_write, write_json, write_text
 from asc_search.constraints import Budget, count_complexity, list_devices
@@ -25,10 +24,16 @@ from asc_search.deploy._tflm import (
 )
 from asc_search.deploy._validate import run_int8, tflite_complexity, xnnpack_prepares
 from asc_search.frontends import FeatureCache
-from asc_search.rundir import copy_checkpoint
-from asc_search.search_spaces import Genome, build_model, patch_layout
+from asc_search.rundir import (
+    CACHE_DIR,
+    LABELS_FILE,
+    MODELS_DIR,
+    VALIDATION_FILE,
+    copy_checkpoint,
+    load_checkpoint,
+)
+from asc_search.search_spaces import patch_layout
 from asc_search.trainers import (
-    Normalisation,
     classification_metrics,
     clip_probabilities,
     full_metrics,
@@ -79,12 +84,8 @@ def export_and_validate(model_pt: Path, data_by_rate: dict[int, DecodedDataset],
     Raises:
         ExportError: The conversion failed.
     """
-    ckpt = torch.load(model_pt, map_location="cpu", weights_only=True)
-    genome = Genome.from_dict(ckpt["genome"])
-    norm = Normalisation.from_dict(ckpt["normalisation"])
-    model = build_model(genome, ckpt["n_classes"])
-    model.load_state_dict(ckpt["state_dict"])
-    model.eval()
+    ckpt = load_checkpoint(model_pt)
+    genome, norm, model = ckpt.genome, ckpt.normalisation, ckpt.build_model()
     data = data_by_rate[genome.frontend.sample_rate_hz]
     layout = patch_layout(genome)
     features, _ = cache.get(data, layout)
@@ -112,7 +113,7 @@ def export_and_validate(model_pt: Path, data_by_rate: dict[int, DecodedDataset],
     y = data.labels[val]
     f_clip = clip_probabilities(float_probs, owner, len(val))
     q_clip = clip_probabilities(int8_probs, owner, len(val))
-    genome_c = count_complexity(genome, n_classes=ckpt["n_classes"])
+    genome_c = count_complexity(genome, n_classes=ckpt.n_classes)
     tfl = tflite_complexity(tflite_path)
     macs_tflite = tfl.macs_per_patch * genome_c.patches_per_second
     agreement = float((f_clip.argmax(1) == q_clip.argmax(1)).mean())
@@ -134,9 +135,9 @@ def export_and_validate(model_pt: Path, data_by_rate: dict[int, DecodedDataset],
         "validation_clips": int(len(val)), "validation_patches": int(len(x_val)),
         "float": classification_metrics(y, f_clip), "int8": classification_metrics(y, q_clip),
         # macro-F1, confusion matrix, per-class / per-device accuracy, 95 % bootstrap CIs of accuracy and UAR
-        "int8_full_metrics": full_metrics(y, q_clip, class_names=list(ckpt["class_names"]),
+        "int8_full_metrics": full_metrics(y, q_clip, class_names=list(ckpt.class_names),
                                           groups=[data.devices[i] for i in val] if any(data.devices) else None),
-        "int8_per_class_accuracy": grouped_accuracy(y, q_clip.argmax(1), [ckpt["class_names"][i] for i in y]),
+        "int8_per_class_accuracy": grouped_accuracy(y, q_clip.argmax(1), [ckpt.class_names[i] for i in y]),
         "int8_per_device_accuracy": grouped_accuracy(y, q_clip.argmax(1), [data.devices[i] for i in val]),
         "int8_float_agreement": agreement,
         "int8_float_patch_agreement": float((float_probs.argmax(1) == int8_probs.argmax(1)).mean()),
@@ -158,13 +159,13 @@ def export_and_validate(model_pt: Path, data_by_rate: dict[int, DecodedDataset],
     write_npy(out_dir / "val_probs_float.npy", f_clip.astype(np.float32))
     write_npy(out_dir / "val_probs_int8.npy", q_clip.astype(np.float32))
     write_npy(out_dir / "val_labels.npy", np.asarray(y, dtype=np.int64))
-    write_json(out_dir / "validation.json", report)
-    write_text(out_dir / "labels.txt", "\n".join(ckpt["class_names"]) + "\n")
+    write_json(out_dir / VALIDATION_FILE, report)
+    write_text(out_dir / LABELS_FILE, "\n".join(ckpt.class_names) + "\n")
     write_c_array(tflite_path, out_dir)
     write_json(out_dir / "frontend.json", {"frontend": layout.frontend.to_json(), "chunk_s": layout.chunk_s,
                                            "patch_frames": layout.patch_frames,
                                            "patch_hop_frames": layout.patch_hop_frames,
-                                           "normalisation": ckpt["normalisation"],
+                                           "normalisation": norm.to_dict(),
                                            "model_input": "int8 [1, n_bins, patch_frames, 1 + deltas] = quantise("
                                                           "(features with deltas - mean_db[c]) / std_db[c])"})
     return report
@@ -208,11 +209,11 @@ def export_front(run_dir: Path, front: list[dict], data_by_rate: dict[int, Decod
 
     A member whose export fails is recorded with its error; the others go on.
     """
-    cache = FeatureCache(run_dir / "cache")
+    cache = FeatureCache(run_dir / CACHE_DIR)
     out = []
     picks = choose_exports(front, max_export)
     for k, row in enumerate(picks, 1):
-        dest = run_dir / "models" / row["trial_id"]
+        dest = run_dir / MODELS_DIR / row["trial_id"]
         say(f"export {k}/{len(picks)}: {row['trial_id']} ({row['summary']})")
         try:
             model_pt = copy_checkpoint(row, dest)
@@ -220,7 +221,7 @@ def export_front(run_dir: Path, front: list[dict], data_by_rate: dict[int, Decod
         except Exception as exc:  # noqa: BLE001 - one failed member must not cost the others or the report
             log.error("export of %s failed: %s: %s", row["trial_id"], type(exc).__name__, exc)
             v = {"trial_id": row["trial_id"], "error": f"{type(exc).__name__}: {exc}", "deployable": False}
-            write_json(dest / "validation.json", v)
+            write_json(dest / VALIDATION_FILE, v)
         row["exported"] = True
         out.append(v)
     return out

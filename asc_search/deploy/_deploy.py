@@ -33,8 +33,15 @@ from asc_search.deploy._limits import (
 )
 from asc_search.deploy._validate import run_int8
 from asc_search.frontends import Deltas, FrontendConfig, build_frontend
-from asc_search.rundir import ENSEMBLE_ID, load_run
-from asc_search.search_spaces import Genome, build_model
+from asc_search.rundir import (
+    ENSEMBLE_ID,
+    LABELS_FILE,
+    MODEL_FILE,
+    MODELS_DIR,
+    VALIDATION_FILE,
+    load_checkpoint,
+    load_run,
+)
 from asc_search.trainers import classification_metrics, clip_probabilities
 
 log = logging.getLogger(__name__)
@@ -179,7 +186,7 @@ def evaluate_model_dir(model_dir: Path, data_path: Path | str, *, split: str = "
         if not (model_dir / name).exists():
             raise UserInputError(f"{model_dir} has no {name}; pass a bundle from 'asc-search deploy' or a "
                                  "models/<trial>/ folder of a run")
-    labels = (model_dir / "labels.txt").read_text().split("\n")
+    labels = (model_dir / LABELS_FILE).read_text().split("\n")
     labels = [lab for lab in labels if lab]
     manifest = load_manifest(data_path, val_fold=val_fold)
     if set(manifest.class_names) != set(labels):
@@ -330,11 +337,11 @@ def make_bundle(run_dir: str | Path, pick: str, *, out: str | Path | None = None
                              f"deployable: {', '.join(d['trial_id'] for d in deployable) or 'none'}")
     checks = check_limits(budget, measured_from_validation(v))
     dest = Path(out) if out else run.run_dir / "bundles" / trial
-    files, spec = _bundle_model(run, run.run_dir / "models" / trial, dest)
+    files, spec = _bundle_model(run, run.run_dir / MODELS_DIR / trial, dest)
     report = {**v, "bundle": str(dest), **_target_fields(budget, checks), **files}
     if adb:
         report["device_benchmark"] = adb_benchmark(dest)
-    write_json(dest / "validation.json", report)
+    write_json(dest / VALIDATION_FILE, report)
     write_text(dest / "README.md", _bundle_readme(trial, report, spec))
     _raise_unless_passed(f"trial {trial}", dest, budget, checks, report)
     return report
@@ -361,11 +368,11 @@ def _bundle_model(run, src: Path, dest: Path) -> tuple[dict, dict]:
 def _make_ensemble_bundle(run, budget, *, out: str | Path | None, adb: bool) -> dict:
     """The exported ensemble as a bundle: ``<member>/`` (a single-model bundle each), ``fusion.json`` (paths
     relative to the bundle), ``validation.json`` (the ensemble's, with the target's lines) and a README."""
-    folder = run.run_dir / "models" / ENSEMBLE_ID
-    if not (folder / "validation.json").is_file() or not (folder / "fusion.json").is_file():
+    folder = run.run_dir / MODELS_DIR / ENSEMBLE_ID
+    if not (folder / VALIDATION_FILE).is_file() or not (folder / "fusion.json").is_file():
         raise UserInputError(f"--pick {ENSEMBLE_ID}: {run.run_dir} has no exported ensemble "
                              f"(models/{ENSEMBLE_ID}/validation.json and fusion.json)")
-    v = json.loads((folder / "validation.json").read_text())
+    v = json.loads((folder / VALIDATION_FILE).read_text())
     if "error" in v or not v.get("deployable"):
         raise UserInputError(f"the ensemble of {run.run_dir} is not deployable "
                              f"({v.get('error') or _stored_failures(v)}); bundle a single model instead")
@@ -374,12 +381,12 @@ def _make_ensemble_bundle(run, budget, *, out: str | Path | None, adb: bool) -> 
     dest = Path(out) if out else run.run_dir / "bundles" / ENSEMBLE_ID
     member_bundles = {}
     for m in v["members"]:
-        mv = json.loads((run.run_dir / "models" / m / "validation.json").read_text())
-        files, spec = _bundle_model(run, run.run_dir / "models" / m, dest / m)
+        mv = json.loads((run.run_dir / MODELS_DIR / m / VALIDATION_FILE).read_text())
+        files, spec = _bundle_model(run, run.run_dir / MODELS_DIR / m, dest / m)
         member = {**mv, "bundle": str(dest / m), "ensemble_member_of": str(dest), **files}
         if adb:
             member["device_benchmark"] = adb_benchmark(dest / m)
-        write_json(dest / m / "validation.json", member)
+        write_json(dest / m / VALIDATION_FILE, member)
         write_text(dest / m / "README.md", _bundle_readme(m, member, spec))
         member_bundles[m] = files
     write_json(dest / "fusion.json", {
@@ -394,7 +401,7 @@ def _make_ensemble_bundle(run, budget, *, out: str | Path | None, adb: bool) -> 
     if parities:
         report["bundle_agreement_pass"] = all(b["bundle_agreement_pass"] for b in parities)
         report["frontend_within_tolerance"] = all(b["frontend_within_tolerance"] for b in parities)
-    write_json(dest / "validation.json", report)
+    write_json(dest / VALIDATION_FILE, report)
     write_text(dest / "README.md", _ensemble_readme(report))
     _raise_unless_passed(f"the ensemble ({' + '.join(v['members'])})", dest, budget, checks, report)
     return report
@@ -419,9 +426,7 @@ def _stored_failures(v: dict) -> str:
 
 
 def _bundle_parity(src: Path, dest: Path, data_path: str, frontend: DeployFrontend, spec: dict) -> dict:
-    ckpt = torch.load(src / "model.pt", map_location="cpu", weights_only=True)
-    model = build_model(Genome.from_dict(ckpt["genome"]), ckpt["n_classes"]).eval()
-    model.load_state_dict(ckpt["state_dict"])
+    model = load_checkpoint(src / MODEL_FILE).build_model()
     rate = spec["frontend"]["sample_rate_hz"]
     data = decode_dataset(load_manifest(data_path), sample_rate_hz=rate)
     idx = np.flatnonzero(data.is_validation)
@@ -438,7 +443,7 @@ def _bundle_parity(src: Path, dest: Path, data_path: str, frontend: DeployFronte
     # the bundle's own figures on the validation split: what 'asc-search validate BUNDLE' prints (same pipeline)
     from sklearn.metrics import confusion_matrix
 
-    labels = [lab for lab in (dest / "labels.txt").read_text().split("\n") if lab]
+    labels = [lab for lab in (dest / LABELS_FILE).read_text().split("\n") if lab]
     y = np.array([labels.index(data.class_names[int(k)]) for k in data.labels[idx]])
     bundle_metrics = {**classification_metrics(y, q), "clips": int(len(idx)), "split": "validation",
                       "classes": labels, "frontend": "frontend.tflite",

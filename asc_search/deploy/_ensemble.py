@@ -13,7 +13,7 @@ from asc_search._errors import AscSearchError, UserInputError
 from asc_search._io import write_json
 from asc_search.constraints import Budget
 from asc_search.deploy._limits import check_limits, ensemble_measured, passes
-from asc_search.rundir import ENSEMBLE_ID, model_dir
+from asc_search.rundir import ENSEMBLE_ID, LABELS_FILE, MODELS_DIR, VALIDATION_FILE, model_dir
 from asc_search.trainers import FUSIONS, full_metrics, fuse
 
 log = logging.getLogger(__name__)
@@ -79,13 +79,13 @@ def export_ensemble(run_dir: str | Path, selection, budget: Budget, *, y_val: np
         raise UserInputError(f"export_ensemble: the selection has no members ({sel.get('reason', 'no reason')})")
     if rule not in FUSIONS:
         raise UserInputError(f"export_ensemble: fusion must be one of {FUSIONS}, got {rule!r}")
-    folders = [run_dir / "models" / m for m in members]
+    folders = [run_dir / MODELS_DIR / m for m in members]
     missing = [f"{f.relative_to(run_dir)}/{name}" for f in folders for name in MEMBER_FILES
                if not (f / name).is_file()]
     if missing:
         raise AscSearchError(f"export_ensemble: member exports are incomplete, missing {missing}; export each member "
                              f"with export_and_validate first")
-    vals = [json.loads((f / "validation.json").read_text(encoding="utf-8")) for f in folders]
+    vals = [json.loads((f / VALIDATION_FILE).read_text(encoding="utf-8")) for f in folders]
     failed = [m for m, v in zip(members, vals, strict=True) if "error" in v]
     if failed:
         raise AscSearchError(f"export_ensemble: the export of members {failed} failed; the ensemble cannot be "
@@ -150,7 +150,7 @@ def export_ensemble(run_dir: str | Path, selection, budget: Budget, *, y_val: np
         "paths": "relative to the run directory",
     }
     write_json(out_dir / "fusion.json", fusion)
-    write_json(out_dir / "validation.json", report)
+    write_json(out_dir / VALIDATION_FILE, report)
     log.info("ensemble %s (%s): INT8 accuracy %.4f, agreement %.3f, deployable %s", members, rule,
              q_metrics["accuracy"], agreement, report["deployable"])
     return report
@@ -175,8 +175,8 @@ def _labels(folders: list[Path], y_val: np.ndarray | None, n_val: int) -> np.nda
 def _class_names(folder: Path, class_names: Sequence[str] | None, k: int) -> list[str]:
     if class_names is not None:
         names = [str(c) for c in class_names]
-    elif (folder / "labels.txt").is_file():
-        names = (folder / "labels.txt").read_text(encoding="utf-8").split("\n")
+    elif (folder / LABELS_FILE).is_file():
+        names = (folder / LABELS_FILE).read_text(encoding="utf-8").split("\n")
         names = [n for n in names if n]
     else:
         names = [str(i) for i in range(k)]
