@@ -66,6 +66,9 @@ class TrialSettings:
         faults: Fault injection for tests, trial index (``config["index"]``: the n-th candidate) -> one of
             ``FAULTS`` (``raise``: a RuntimeError; ``nan``: NaN weights, so the training loss is NaN;
             ``oom``: a MemoryError). Set through ``ASC_SEARCH_INJECT_FAULTS="1:raise,3:nan"``.
+        hold_file: For tests: while this file exists, every trial waits after reporting each epoch, so a test
+            can act on a trial that is known to be mid-training (kill its node, say). Set through
+            ``ASC_SEARCH_HOLD_FILE``; empty (the default) holds nothing.
     """
 
     cache_dir: str
@@ -76,6 +79,7 @@ class TrialSettings:
     threads: int = 1
     tune_dir: str = ""
     faults: dict[int, str] = field(default_factory=dict)
+    hold_file: str = ""
 
 
 def parse_faults(text: str) -> dict[int, str]:
@@ -154,6 +158,12 @@ def train_candidate(config: dict, data_by_rate: dict[int, DecodedDataset], setti
                      "finished_at": time.time()})
 
 
+def _hold(path: str) -> None:
+    """Wait while the test hold file ``path`` exists (``TrialSettings.hold_file``; no-op when empty)."""
+    while path and os.path.exists(path):
+        time.sleep(0.2)
+
+
 def _failure_reason(exc: BaseException) -> str:
     if isinstance(exc, FloatingPointError):
         kind = "NaN/inf loss"
@@ -185,6 +195,7 @@ def _train(genome: Genome, data_by_rate: dict[int, DecodedDataset], settings: Tr
     def on_epoch(row: dict, stage: str) -> None:
         if reports:  # report the previous epoch now, so the last report can carry the checkpoint
             tune.report(reports[-1])
+            _hold(settings.hold_file)
         epochs_done[0] += 1
         history.append({**row, "epoch": epochs_done[0], "stage_epoch": row["epoch"], "stage": stage})
         reports.append({**history[-1], **static, "feature_cache_hit": hit, "final": False})

@@ -140,7 +140,8 @@ def _trainable(config: RunConfig, data_by_rate: dict[int, DecodedDataset], run_d
     settings = TrialSettings(cache_dir=str(run_dir / CACHE_DIR), epochs=config.epochs, patience=config.patience,
                              batch_size=config.batch_size, seed=config.seed,
                              threads=max(1, int(config.cpus_per_trial)), tune_dir=str(run_dir / TUNE_DIR),
-                             faults=parse_faults(os.environ.get("ASC_SEARCH_INJECT_FAULTS", "")))
+                             faults=parse_faults(os.environ.get("ASC_SEARCH_INJECT_FAULTS", "")),
+                             hold_file=os.environ.get("ASC_SEARCH_HOLD_FILE", ""))
     resources = {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial}
     return tune.with_resources(tune.with_parameters(train_candidate, data_by_rate=data_by_rate, settings=settings),
                                resources)

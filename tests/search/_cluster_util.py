@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -14,6 +15,12 @@ from pathlib import Path
 from tests.conftest import write_subset_manifest
 
 VENV_BIN = Path(sys.executable).parent
+
+# Ray's token (token authentication is on for every test cluster, as on a real one): the user's own
+# (~/.ray/auth_token, written by `ray get-auth-token --generate`) when there is one, else one made for this test
+# session, given to every `ray start` and driver through RAY_AUTH_TOKEN, so a fresh machine needs no set-up.
+RAY_TOKEN_FILE = Path.home() / ".ray" / "auth_token"
+RAY_TOKEN = RAY_TOKEN_FILE.read_text().strip() if RAY_TOKEN_FILE.is_file() else secrets.token_hex(32)
 
 # A tiny budget keeps every trial to a few seconds on one CPU.
 SMALL_SEARCH = ["--budget", "dcase2022", "--max-macs", "4000000", "--max-int8-bytes", "40000",
@@ -30,7 +37,7 @@ def small_esc10(esc10: Path, dest: Path, per_class_per_fold: int = 2) -> Path:
 def env(**extra: str) -> dict[str, str]:
     """The environment of a CLI run: the venv's bin first on PATH (onnx2tf, ray), plus ``extra``."""
     return {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONUNBUFFERED": "1",
-            **extra}
+            "RAY_AUTH_TOKEN": RAY_TOKEN, **extra}
 
 
 def cli(args: list[str], cwd: Path, timeout: float = 600, **extra_env: str) -> subprocess.CompletedProcess:

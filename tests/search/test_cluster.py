@@ -19,6 +19,8 @@ import yaml
 
 from tests.conftest import REPO, write_subset_manifest
 from tests.search._cluster_util import (
+    RAY_TOKEN,
+    RAY_TOKEN_FILE,
     SMALL_SEARCH,
     VENV_BIN,
     LocalRayNodes,
@@ -129,20 +131,27 @@ def test_a_trial_on_a_node_that_dies_is_retried_on_another(esc10, tmp_path):
     data = _copy_subset(esc10, tmp_path / "data")
     cluster = LocalRayNodes(Path("/tmp") / f"asc-nf-{uuid.uuid4().hex[:6]}", cpus_per_node=1)
     run = tmp_path / "run"
+    # While the hold file exists every trial waits after each reported epoch, so the trial on the second node is
+    # surely mid-training when that node is killed (a short trial could otherwise finish between two polls).
+    hold = tmp_path / "hold"
+    hold.touch()
     driver = None
     try:
         cluster.start_head()
         cluster.add_worker()
         head, worker = cluster.node_id(0), cluster.node_id(1)
-        args = [a if a != "2" else "8" for a in SMALL_SEARCH]  # 8 epochs: time to kill the node mid-trial
+        args = [a if a != "2" else "4" for a in SMALL_SEARCH]
         driver = subprocess.Popen([str(VENV_BIN / "python"), "-m", "asc_search.cli", "--data", str(data), "--trials",
                                    "3", "--out", str(run), "--address", cluster.address, *args], cwd=tmp_path,
-                                  env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                  env=env(ASC_SEARCH_HOLD_FILE=str(hold)), stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True)
         victim = wait_for(lambda: _running_on(run, worker), 300, "a trial running on the second node")
         cluster.kill_node(1)
+        hold.unlink()
         out, _ = driver.communicate(timeout=600)
         assert driver.returncode == 0, out[-3000:]
     finally:
+        hold.unlink(missing_ok=True)
         if driver is not None and driver.poll() is None:
             kill_all([driver.pid, *descendants(driver.pid)])
         leftovers = cluster.stop()
@@ -279,6 +288,13 @@ def test_ray_up_cluster_yaml_runs_a_search_with_address_auto(esc10, tmp_path):
     bashrc_before = bashrc.read_bytes() if bashrc.exists() else None
     bootstrap_before = {p: p.exists() for p in (home / "ray_bootstrap_config.yaml", home / "ray_bootstrap_key.pem")}
     tmp_before = set(Path("/tmp").glob("ray-config-*")) | set(Path("/tmp").glob("ray_ssh_*"))
+    # ray_cluster.yaml copies ~/.ray/auth_token to the node (README: `ray get-auth-token --generate` once);
+    # on a machine without one the test writes its session token there and removes it afterwards.
+    made_token = not RAY_TOKEN_FILE.is_file()
+    if made_token:
+        RAY_TOKEN_FILE.parent.mkdir(parents=True, exist_ok=True)
+        RAY_TOKEN_FILE.write_text(RAY_TOKEN)
+        RAY_TOKEN_FILE.chmod(0o600)
     sshd, key = _start_sshd(d)
     cfg = _test_yaml(d, key, data, remote_data)
     cluster_name = yaml.safe_load(cfg.read_text())["cluster_name"]
@@ -306,6 +322,8 @@ def test_ray_up_cluster_yaml_runs_a_search_with_address_auto(esc10, tmp_path):
         # ssh connections Ray keeps open (ControlPersist 10 s) end by themselves; whatever is left is killed.
         ssh_left = wait_for_gone(lambda: _alive(sessions) + _ssh_clients(key), timeout=30)
         kill_all(ssh_left)
+        if made_token:
+            RAY_TOKEN_FILE.unlink(missing_ok=True)
         if bashrc_before is None:
             bashrc.unlink(missing_ok=True)
         else:
