@@ -50,6 +50,8 @@ def _search_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-int8-bytes", type=int, default=None, help="override the budget's INT8 parameter bytes")
     p.add_argument("--max-macs", type=int, default=None, help="override the budget's MACs per 1 s of audio")
     p.add_argument("--out", default=None, help="run directory (default: runs/<data name>-<budget>)")
+    p.add_argument("--cache", default=None, help="folder of the prepared data (decoded waveforms, features): a "
+                   "later run on the same data and front-ends reuses it (default: <out>/cache)")
     p.add_argument("--trials", type=int, default=16, help="trials to train (rejected candidates not counted)")
     p.add_argument("--time-budget", type=float, default=None, help="wall-clock limit of the search (s)")
     p.add_argument("--seed", type=int, default=0)
@@ -303,6 +305,7 @@ def _cmd_search(argv: list[str]) -> int:
     out = Path(args.out) if args.out else Path("runs") / f"{data.resolve().name}-{args.budget}"
     config = RunConfig(
         data=data.resolve(), budget=args.budget, max_int8_bytes=args.max_int8_bytes, max_macs=args.max_macs, out=out,
+        cache=Path(args.cache).expanduser().resolve() if args.cache else None,
         trials=args.trials, time_budget_s=args.time_budget, seed=args.seed, sampler=args.sampler,
         epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, val_fold=args.val_fold,
         frontends=_csv(args.frontends, str, "--frontends"), sample_rates_hz=_csv(args.sample_rates_hz, int,

@@ -33,6 +33,8 @@ class RunConfig:
         max_int8_bytes: Overrides the budget's INT8-bytes limit (bytes).
         max_macs: Overrides the budget's MACs limit (per 1 s of audio).
         out: Run directory.
+        cache: Folder of the prepared data (waveform stores and feature files), reused by every run pointed at
+            it; None: ``<out>/cache``. On a cluster it must be on storage every node reaches, as ``out`` is.
         trials: Ray trials to train (rejected candidates are not counted).
         time_budget_s: Wall-clock limit of the search phase (s), None for none.
         seed: Seed of the sampler and the trainers.
@@ -76,6 +78,7 @@ class RunConfig:
     max_int8_bytes: int | None = None
     max_macs: int | None = None
     out: Path = Path("runs/latest")
+    cache: Path | None = None
     trials: int = 16
     time_budget_s: float | None = None
     seed: int = 0
@@ -164,7 +167,7 @@ class RunConfig:
         for k, v in d.items():
             if k not in names:
                 continue
-            if k in ("data", "out"):
+            if k in ("data", "out") or (k == "cache" and v is not None):
                 v = Path(v)
             elif isinstance(v, list):
                 v = tuple(v)

@@ -25,6 +25,7 @@ at 16 kHz with their published input shape, are trained by the same trainer with
 from __future__ import annotations
 
 import argparse
+import atexit
 import itertools
 import json
 import math
@@ -266,13 +267,15 @@ def main() -> int:
 
     from asc_search.config import RunConfig
     from asc_search.constraints import get_budget
-    from asc_search.pipeline import prepare_data, space_options
+    from asc_search.pipeline import plan_data, prepare_data, space_options
     from asc_search.search import DefineByRunSpace
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     t_start = time.time()
     config = RunConfig(data=DATA, sample_rates_hz=(16000,), chunks_s=(0.5, 1.0), seed=0)
-    data_by_rate, _ = prepare_data(config)
+    prep_dir = tempfile.mkdtemp(prefix="asc-bench-sq-data-")  # the waveform store, removed at exit
+    atexit.register(shutil.rmtree, prep_dir, True)
+    data_by_rate, _ = prepare_data(plan_data(config), Path(prep_dir))
     data = data_by_rate[16000]
     options = replace(space_options(config), sample_rates_hz=(16000,))
     budget = get_budget("dcase2022")

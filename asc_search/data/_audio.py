@@ -8,94 +8,29 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import dataclass, field
 
 import numpy as np
 import soundfile as sf
-import soxr
 
 from asc_search._errors import UserInputError
 from asc_search.data._manifest import Manifest
+from asc_search.data._store import DecodedDataset, SkippedFile, decode_clip
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, kw_only=True)
-class SkippedFile:
-    """A clip that was left out, and why."""
-
-    path: str
-    reason: str
-
-
-@dataclass(kw_only=True)
-class DecodedDataset:
-    """Every readable clip of a manifest as mono float32 at one sample rate.
-
-    Args:
-        waveforms: One array per clip, shape ``(samples,)``, float32 in [-1, 1].
-        labels: Class index per clip, shape ``(n_clips,)``.
-        is_validation: Validation-split mask, shape ``(n_clips,)``.
-        devices: Device name per clip ("" when unknown).
-        paths: Source file per clip.
-        class_names: Class names; ``labels`` index into them.
-        sample_rate_hz: Sample rate of every waveform.
-        skipped: Files left out, with reasons.
-        native_rates_hz: Count of files per native sample rate.
-        cities: City per clip ("" when unknown); empty when built without cities.
-    """
-
-    waveforms: list[np.ndarray]
-    labels: np.ndarray
-    is_validation: np.ndarray
-    devices: list[str]
-    paths: list[str]
-    class_names: tuple[str, ...]
-    sample_rate_hz: int
-    skipped: list[SkippedFile] = field(default_factory=list)
-    native_rates_hz: dict[int, int] = field(default_factory=dict)
-    cities: list[str] = field(default_factory=list)
-
-    @property
-    def n_classes(self) -> int:
-        """Number of classes."""
-        return len(self.class_names)
-
-    def fingerprint(self) -> str:
-        """A short hash of the clip list, labels, split and sample rate (for feature-cache keys)."""
-        import hashlib
-
-        h = hashlib.sha1()
-        h.update(str(self.sample_rate_hz).encode())
-        for p, lab, v, w in zip(self.paths, self.labels, self.is_validation, self.waveforms, strict=True):
-            h.update(f"{p}|{lab}|{int(v)}|{len(w)}\n".encode())
-        return h.hexdigest()[:16]
-
-    def summary(self) -> dict:
-        """Counts for the run report."""
-        durations = np.array([len(w) / self.sample_rate_hz for w in self.waveforms])
-        return {
-            "clips": len(self.waveforms),
-            "train_clips": int((~self.is_validation).sum()),
-            "validation_clips": int(self.is_validation.sum()),
-            "classes": list(self.class_names),
-            "sample_rate_hz": self.sample_rate_hz,
-            "native_sample_rates_hz": {str(k): v for k, v in sorted(self.native_rates_hz.items())},
-            "duration_s": {"min": float(durations.min()), "median": float(np.median(durations)),
-                           "max": float(durations.max())},
-            "skipped_files": len(self.skipped),
-            "skipped": [{"path": s.path, "reason": s.reason} for s in self.skipped],
-        }
-
-
-def native_sample_rate_hz(manifest: Manifest) -> int:
-    """The most common native sample rate of the readable files of ``manifest`` (Hz).
+def native_sample_rate_hz(manifest: Manifest, *, max_files: int = 2000) -> int:
+    """The most common native sample rate of the readable files of ``manifest`` (Hz), read from the headers of
+    at most ``max_files`` files spread evenly over the manifest (TAU22's 230,350 headers would take minutes on a
+    network file system; the store counts every file's native rate when it decodes them).
 
     Raises:
-        UserInputError: No file of the manifest can be read.
+        UserInputError: No file of the sample can be read.
     """
+    clips = manifest.clips
+    step = max(1, len(clips) // max_files)
     rates: Counter = Counter()
-    for clip in manifest.clips:
+    for clip in clips[::step]:
         try:
             rates[sf.info(str(clip.path)).samplerate] += 1
         except Exception:  # noqa: BLE001 - unreadable files are counted when decoding
@@ -129,23 +64,12 @@ def decode_dataset(manifest: Manifest, *, sample_rate_hz: int) -> DecodedDataset
     skipped: list[SkippedFile] = []
     native: Counter = Counter()
     for clip in manifest.clips:
-        try:
-            audio, rate = sf.read(str(clip.path), dtype="float32", always_2d=True)
-        except Exception as exc:  # noqa: BLE001 - soundfile raises several types for bad files
-            reason = "file not found" if not clip.path.exists() else f"cannot decode ({type(exc).__name__}: {exc})"
+        mono, rate, reason = decode_clip(clip.path, sample_rate_hz)
+        if mono is None:
             skipped.append(SkippedFile(path=str(clip.path), reason=reason))
             continue
-        if audio.size == 0:
-            skipped.append(SkippedFile(path=str(clip.path), reason="no samples"))
-            continue
-        if not np.isfinite(audio).all():
-            skipped.append(SkippedFile(path=str(clip.path), reason="non-finite samples"))
-            continue
         native[rate] += 1
-        mono = audio.mean(axis=1) if audio.shape[1] > 1 else audio[:, 0]
-        if rate != sample_rate_hz:
-            mono = soxr.resample(mono, rate, sample_rate_hz, quality="HQ").astype(np.float32)
-        waves.append(np.ascontiguousarray(mono, dtype=np.float32))
+        waves.append(mono)
         labels.append(class_index[clip.label])
         is_val.append(clip.is_validation)
         devices.append(clip.device)

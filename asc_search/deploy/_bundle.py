@@ -25,12 +25,12 @@ from asc_search.deploy._tflm import (
 from asc_search.deploy._validate import run_int8, tflite_complexity, xnnpack_prepares
 from asc_search.frontends import FeatureCache
 from asc_search.rundir import (
-    CACHE_DIR,
     LABELS_FILE,
     MODELS_DIR,
     VALIDATION_FILE,
     copy_checkpoint,
     load_checkpoint,
+    run_cache_dir,
 )
 from asc_search.search_spaces import patch_layout
 from asc_search.trainers import (
@@ -209,7 +209,7 @@ def export_front(run_dir: Path, front: list[dict], data_by_rate: dict[int, Decod
 
     A member whose export fails is recorded with its error; the others go on.
     """
-    cache = FeatureCache(run_dir / CACHE_DIR)
+    cache = FeatureCache(run_cache_dir(run_dir), run=str(Path(run_dir).resolve()))
     out = []
     picks = choose_exports(front, max_export)
     for k, row in enumerate(picks, 1):

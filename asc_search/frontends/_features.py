@@ -12,6 +12,7 @@ import fcntl
 import hashlib
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -136,13 +137,22 @@ def add_deltas(x: np.ndarray, order: int) -> np.ndarray:
         return compute_deltas(torch.from_numpy(np.asarray(x, dtype=np.float32)), order).numpy()
 
 
-def compute_clip_features(data: DecodedDataset, layout: PatchLayout, *, batch_clips: int = 32) -> ClipFeatures:
-    """Compute the static spectrogram of every (padded) clip with the layout's front-end.
+def compute_clip_features(data: DecodedDataset, layout: PatchLayout, *, batch_clips: int = 32,
+                          out: str | Path | None = None) -> ClipFeatures:
+    """Compute the static spectrogram of every (padded) clip with the layout's front-end, in bounded memory.
+
+    Clips go through the front-end in batches of ``batch_clips`` (sorted by length, so a batch pads little);
+    only one batch of waveforms is read at a time (a store-backed dataset reads them from its memory-mapped
+    shards), and the features are written into ``out`` (a memory-mapped ``.npy`` file) when it is given.
 
     Args:
         data: Decoded clips; ``data.sample_rate_hz`` must equal the front-end's.
         layout: Front-end and patch length.
         batch_clips: Clips per front-end call (memory bound).
+        out: ``.npy`` file to write the features into (memory-mapped); None: an in-memory array.
+
+    Returns:
+        Features of shape ``(n_bins, total_frames)`` float16 (a read-write memmap of ``out`` when given).
 
     Raises:
         UserInputError: The sample rates differ.
@@ -152,26 +162,31 @@ def compute_clip_features(data: DecodedDataset, layout: PatchLayout, *, batch_cl
             f"front-end expects {layout.frontend.sample_rate_hz} Hz, data is at {data.sample_rate_hz} Hz"
         )
     frontend = build_frontend(replace(layout.frontend, deltas=0)).eval()
-    padded = [pad_to_patches(w, chunk_samples=layout.chunk_samples, patch_hop_samples=layout.patch_hop_samples)
-              for w in data.waveforms]
-    out, lengths = [], []
-    order = np.argsort([len(p) for p in padded])
-    results: dict[int, np.ndarray] = {}
+    chunk, hop = layout.chunk_samples, layout.patch_hop_samples
+    padded_lengths = [chunk + (count_patches(int(n), chunk_samples=chunk, patch_hop_samples=hop) - 1) * hop
+                      for n in data.clip_lengths()]
+    frames = np.asarray([layout.frontend.n_frames(n) for n in padded_lengths], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(frames)]).astype(np.int64)
+    order = np.argsort(padded_lengths)
+    features = None
     with torch.inference_mode():
         for start in range(0, len(order), batch_clips):
             idx = order[start:start + batch_clips]
-            n = max(len(padded[i]) for i in idx)
+            n = max(padded_lengths[i] for i in idx)
             batch = np.zeros((len(idx), n), dtype=np.float32)
             for r, i in enumerate(idx):
-                batch[r, :len(padded[i])] = padded[i]
+                batch[r, :padded_lengths[i]] = pad_to_patches(np.asarray(data.waveforms[int(i)], dtype=np.float32),
+                                                              chunk_samples=chunk, patch_hop_samples=hop)
             mel = frontend(torch.from_numpy(batch)).numpy()
+            if features is None:
+                shape = (mel.shape[1], int(offsets[-1]))
+                features = (np.lib.format.open_memmap(out, mode="w+", dtype=np.float16, shape=shape)
+                            if out is not None else np.empty(shape, dtype=np.float16))
             for r, i in enumerate(idx):
-                results[int(i)] = mel[r, :, :layout.frontend.n_frames(len(padded[i]))]
-    for i in range(len(padded)):
-        out.append(results[i].astype(np.float16))
-        lengths.append(results[i].shape[1])
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    return ClipFeatures(features=np.concatenate(out, axis=1), offsets=offsets, layout=layout)
+                features[:, offsets[i]:offsets[i + 1]] = mel[r, :, :frames[i]].astype(np.float16)
+    if isinstance(features, np.memmap):
+        features.flush()
+    return ClipFeatures(features=features, offsets=offsets, layout=layout)
 
 
 class FeatureCache:
@@ -181,11 +196,14 @@ class FeatureCache:
     machine compute each front-end once; writes go to a temporary name and are moved into place.
 
     Args:
-        root: Cache folder (created when missing).
+        root: Cache folder (created when missing); several runs may share one (``--cache DIR``).
+        run: The run using it (its folder), written with each hit and miss so that ``stats(run=...)`` counts one
+            run's events in a shared cache.
     """
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, *, run: str = "") -> None:
         self.root = Path(root)
+        self.run = str(run)
         self.root.mkdir(parents=True, exist_ok=True)
 
     def key(self, data: DecodedDataset, layout: PatchLayout) -> str:
@@ -209,22 +227,32 @@ class FeatureCache:
                     self._event(key, layout, hit=True, seconds=0.0)
                     return ClipFeatures(features=feats, offsets=np.load(off_path), layout=layout), True
                 t0 = time.perf_counter()
-                cf = compute_clip_features(data, layout)
-                atomic_write(off_path, lambda p: _save_npy(p, cf.offsets))
-                atomic_write(feat_path, lambda p: _save_npy(p, cf.features))
+                tmp = feat_path.with_name(f".{feat_path.name}.{os.getpid()}.tmp")
+                try:
+                    cf = compute_clip_features(data, layout, out=tmp)
+                    del cf.features  # the memmap is closed before the file is moved into place
+                    atomic_write(off_path, lambda p: _save_npy(p, cf.offsets))
+                    os.replace(tmp, feat_path)
+                finally:
+                    tmp.unlink(missing_ok=True)
                 self._event(key, layout, hit=False, seconds=time.perf_counter() - t0)
                 log.info("computed features %s (%s)", key, layout.key())
-                return cf, False
+                feats = np.load(feat_path, mmap_mode="r")
+                return ClipFeatures(features=feats, offsets=cf.offsets, layout=layout), False
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     def _event(self, key: str, layout: PatchLayout, *, hit: bool, seconds: float) -> None:
         with open(self.root / EVENTS_FILE, "a", encoding="utf-8") as f:
             f.write(json.dumps({"key": key, "hit": hit, "seconds": round(seconds, 3), "layout": layout.key(),
-                                "time": time.time()}) + "\n")
+                                "time": time.time(), "run": self.run}) + "\n")
 
-    def stats(self) -> dict:
+    def stats(self, run: str | None = None) -> dict:
         """Hit and miss counts of this cache (all processes), per front-end key and in total.
+
+        Args:
+            run: Count only this run's events (a run folder, as given to ``FeatureCache(run=...)``); events
+                written without a run count for every run. None: every event.
 
         Returns:
             ``{"hits": int, "misses": int, "seconds_computing": float, "keys": {key: {"hits", "misses",
@@ -235,6 +263,8 @@ class FeatureCache:
         if not path.exists():
             return out
         for e in read_jsonl(path):
+            if run is not None and e.get("run", "") not in ("", str(run)):
+                continue
             k = out["keys"].setdefault(e["key"], {"hits": 0, "misses": 0, "layout": e["layout"]})
             field = "hits" if e["hit"] else "misses"
             k[field] += 1

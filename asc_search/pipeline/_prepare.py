@@ -1,15 +1,25 @@
-"""Before the search: the run's budget, its search space, and its data decoded at every rate the space may pick."""
+"""Before the search: the run's budget, its search space, and its data prepared (a waveform store) at every rate
+the space may pick."""
 
 from __future__ import annotations
 
 import logging
 import math
-from dataclasses import replace
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 from asc_search._errors import UserInputError
 from asc_search.config import RunConfig
 from asc_search.constraints import Budget, get_budget
-from asc_search.data import DecodedDataset, decode_dataset, load_manifest, native_sample_rate_hz
+from asc_search.data import (
+    DecodedDataset,
+    Manifest,
+    load_manifest,
+    native_sample_rate_hz,
+    prepare_waveform_store,
+)
 from asc_search.search_spaces import FULL_CLIP, SpaceOptions
 
 log = logging.getLogger(__name__)
@@ -27,15 +37,22 @@ def resolve_budget(config: RunConfig) -> Budget:
     return budget
 
 
-def prepare_data(config: RunConfig) -> tuple[dict[int, DecodedDataset], dict]:
-    """Read the manifest and decode every clip once at each sample rate the search may pick.
+@dataclass(frozen=True, kw_only=True)
+class DataPlan:
+    """What ``plan_data`` read: the manifest, the student rates and every rate to prepare (Hz)."""
 
-    Returns:
-        The decoded data by sample rate (Hz) and the data report (``data_report.json``): counts, split rule,
-        layout, clips the layout left out, skipped files with reasons, the rates.
+    manifest: Manifest
+    student_rates_hz: tuple[int, ...]
+    rates_hz: tuple[int, ...]
+
+
+def plan_data(config: RunConfig) -> DataPlan:
+    """Read the manifest and check the rates, before anything is started (a bad manifest or rate is a usage
+    error at once).
 
     Raises:
-        UserInputError: A requested rate is above the data's native rate (upsampling adds no information).
+        UserInputError: The manifest is bad, or a requested rate is above the data's native rate (upsampling
+            adds no information), or the CSSD teacher's rate is out of range.
     """
     manifest = load_manifest(config.data, val_fold=config.val_fold, seed=config.seed)
     native = native_sample_rate_hz(manifest)
@@ -56,16 +73,67 @@ def prepare_data(config: RunConfig) -> tuple[dict[int, DecodedDataset], dict]:
             raise UserInputError(f"--kd-teacher-rate-hz {teacher} is below the student rate {max(students)} Hz; the "
                                  "CSSD teacher must run at the student's rate or higher")
         rates = tuple(sorted({*students, teacher}))
-    data_by_rate = {r: decode_dataset(manifest, sample_rate_hz=r) for r in rates}
+    return DataPlan(manifest=manifest, student_rates_hz=students, rates_hz=rates)
+
+
+def prepare_data(plan: DataPlan, cache: Path, say: Callable[[str], None] | None = None,
+                 ) -> tuple[dict[int, DecodedDataset], dict]:
+    """Prepare a waveform store at each rate of ``plan`` (or reuse the one in ``cache``): decoded once, in shards,
+    by a Ray Data pipeline over the cluster when Ray is running (``prepare_waveform_store``).
+
+    The datasets returned memory-map their waveforms; they pickle as their store's path, so trials and Ray's
+    object store never carry audio.
+
+    Args:
+        plan: ``plan_data``'s manifest and rates.
+        cache: The prepared-data folder (``rundir.cache_dir``).
+        say: Progress lines (clips done, clips/s, time left) while a store is prepared.
+
+    Returns:
+        The data by sample rate (Hz) and the data report (``data_report.json``): counts, split rule, layout,
+        clips the layout left out, skipped files with reasons, the rates, and ``preparation`` (per store: reused,
+        shards already on disk, seconds, clips/s, bytes).
+
+    Raises:
+        UserInputError: The data has no readable clip, or a split is left empty.
+    """
+    manifest, rates = plan.manifest, plan.rates_hz
+    t0 = time.perf_counter()
+    data_by_rate = {r: prepare_waveform_store(manifest, sample_rate_hz=r, cache_dir=cache,
+                                              on_progress=_progress_lines(r, say)) for r in rates}
     data = data_by_rate[rates[-1]]
     log.info("data: %d clips (%d skipped), %d classes, rates %s Hz, split: %s", len(data.waveforms),
              len(data.skipped), data.n_classes, list(rates), manifest.split_rule)
     ms = manifest.summary()
-    report = {**data.summary(), "sample_rates_hz": list(students), "decoded_rates_hz": list(rates),
+    report = {**data.summary(), "sample_rates_hz": list(plan.student_rates_hz), "decoded_rates_hz": list(rates),
               "source": ms["source"],
               "layout": ms.get("layout", ""), "split_rule": manifest.split_rule,
-              "left_out_clips": ms.get("left_out_clips", 0)}
+              "left_out_clips": ms.get("left_out_clips", 0),
+              "preparation": {"seconds": round(time.perf_counter() - t0, 2), "cache": str(cache),
+                              "stores": [d.preparation for d in data_by_rate.values()]}}
     return data_by_rate, report
+
+
+def _progress_lines(rate_hz: int, say: Callable[[str], None] | None,
+                    every_s: float = 10.0) -> Callable[[int, int], None] | None:
+    """A store's ``on_progress``: a line at most every ``every_s`` seconds (and at the end) with the clips done,
+    clips/s and the time left."""
+    if say is None:
+        return None
+    t0 = time.perf_counter()
+    last = [t0]
+
+    def on_progress(done: int, total: int) -> None:
+        now = time.perf_counter()
+        if done < total and now - last[0] < every_s:
+            return
+        last[0] = now
+        rate = done / max(now - t0, 1e-9)
+        left = (total - done) / rate if rate > 0 else float("inf")
+        say(f"preparing {rate_hz} Hz audio: {done:,}/{total:,} clips ({100 * done / total:.0f} %), {rate:,.0f} "
+            f"clips/s, {'done' if done >= total else f'about {left:,.0f} s left'}")
+
+    return on_progress
 
 
 def space_options(config: RunConfig) -> SpaceOptions:
@@ -89,7 +157,7 @@ def fit_options_to_data(options: SpaceOptions, config: RunConfig, data_by_rate: 
     """The space once the data is read: the student rates the data allows, ``FULL_CLIP`` as the longest clip
     (s, rounded up to 0.1 s), and the CSSD teacher at the highest decoded rate."""
     data = next(iter(data_by_rate.values()))
-    full_s = math.ceil(max(len(w) for w in data.waveforms) / data.sample_rate_hz * 10) / 10
+    full_s = math.ceil(int(data.clip_lengths().max()) / data.sample_rate_hz * 10) / 10
     return replace(options, sample_rates_hz=tuple(data_report["sample_rates_hz"]),
                    chunk_s=tuple(sorted({full_s if c == FULL_CLIP else c for c in options.chunk_s})),
                    kd_teacher_rate_hz=max(data_report["decoded_rates_hz"]) if "cssd" in config.kd else 0)

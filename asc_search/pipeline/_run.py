@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import ray
 import yaml
 from ray import tune
 
@@ -21,10 +22,15 @@ from asc_search.constraints import Budget
 from asc_search.data import DecodedDataset
 from asc_search.deploy import export_and_validate, export_ensemble, export_front
 from asc_search.frontends import FeatureCache
-from asc_search.pipeline._prepare import fit_options_to_data, prepare_data, resolve_budget, space_options
+from asc_search.pipeline._prepare import (
+    fit_options_to_data,
+    plan_data,
+    prepare_data,
+    resolve_budget,
+    space_options,
+)
 from asc_search.report import report_run
 from asc_search.rundir import (
-    CACHE_DIR,
     CONFIG_FILE,
     DATA_REPORT_FILE,
     ENSEMBLE_ID,
@@ -35,12 +41,14 @@ from asc_search.rundir import (
     VALIDATION_FILE,
     LoadedRun,
     blank_row,
+    cache_dir,
     copy_checkpoint,
     model_dir,
     read_run_config,
+    run_cache_dir,
     write_trials,
 )
-from asc_search.search import MODES, OBJECTIVES, SearchProgress, run_tune
+from asc_search.search import MODES, OBJECTIVES, SearchProgress, run_tune, start_ray
 from asc_search.trainers import EnsembleSelection, ensemble_candidates_from_rows, select_ensemble
 
 log = logging.getLogger(__name__)
@@ -68,20 +76,36 @@ def run_search(config: RunConfig, *, on_progress: Callable[[str], None] | None =
     if (run_dir / TRIALS_FILE).exists() or (run_dir / TUNE_DIR).exists():
         raise UserInputError(f"--out {run_dir} already holds a run; choose a new --out or delete it")
     options = space_options(config)
-    data_by_rate, data_report = prepare_data(config)
-    options = fit_options_to_data(options, config, data_by_rate, data_report)
-    data = next(iter(data_by_rate.values()))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_text(run_dir / CONFIG_FILE, yaml.safe_dump({
-        "run": config.to_dict(), "budget": budget.__dict__, "sample_rates_hz": list(options.sample_rates_hz),
-        "classes": list(data.class_names), "search_space": options.to_dict(),
-        "objectives": dict(zip(OBJECTIVES, MODES, strict=True)),
-    }, sort_keys=False))
-    write_json(run_dir / DATA_REPORT_FILE, data_report)
-    say(f"data: {len(data.waveforms)} clips, {data.n_classes} classes, {sorted(data_by_rate)} Hz, "
-        f"{len(data.skipped)} skipped file(s); budget {budget.describe()}")
-    rows = run_tune(config, options, budget, data_by_rate, run_dir, say, on_state)
+    plan = plan_data(config)
+    started = start_ray(config)  # the data is prepared on the cluster's CPUs (Ray Data), then searched there
+    try:
+        data_by_rate, data_report = prepare_data(plan, cache_dir(run_dir, config.cache), say)
+        options = fit_options_to_data(options, config, data_by_rate, data_report)
+        data = next(iter(data_by_rate.values()))
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_text(run_dir / CONFIG_FILE, yaml.safe_dump({
+            "run": config.to_dict(), "budget": budget.__dict__, "sample_rates_hz": list(options.sample_rates_hz),
+            "classes": list(data.class_names), "search_space": options.to_dict(),
+            "objectives": dict(zip(OBJECTIVES, MODES, strict=True)),
+        }, sort_keys=False))
+        write_json(run_dir / DATA_REPORT_FILE, data_report)
+        say(f"data: {len(data.waveforms)} clips, {data.n_classes} classes, {sorted(data_by_rate)} Hz, "
+            f"{len(data.skipped)} skipped file(s), prepared in {_preparation_line(data_report)}; "
+            f"budget {budget.describe()}")
+        rows = run_tune(config, options, budget, data_by_rate, run_dir, say, on_state)
+    finally:
+        if started:
+            ray.shutdown()
     return _finish(config, run_dir, rows, data_by_rate, budget, say)
+
+
+def _preparation_line(data_report: dict) -> str:
+    """``12.3 s (2 stores: 1 reused, ...)`` for the data line."""
+    prep = data_report["preparation"]
+    stores = prep["stores"]
+    reused = sum(s["reused"] for s in stores)
+    return (f"{prep['seconds']:.1f} s ({len(stores)} store(s) in {prep['cache']}"
+            + (f", {reused} reused" if reused else "") + ")")
 
 
 def resume_search(run_dir: str | Path, *, address: str | None = None, cpus_per_trial: float | None = None,
@@ -116,13 +140,19 @@ def resume_search(run_dir: str | Path, *, address: str | None = None, cpus_per_t
     config = replace(RunConfig.from_dict(saved["run"]), out=run_dir,
                      **{k: v for k, v in overrides.items() if v is not None})
     budget = Budget(**saved["budget"])
-    data_by_rate, _ = prepare_data(config)
-    data = next(iter(data_by_rate.values()))
-    if list(data.class_names) != list(saved.get("classes", data.class_names)):
-        raise UserInputError(f"the data at {config.data} now has classes {list(data.class_names)}, the run was "
-                             f"started with {saved['classes']}; resume on the same data")
-    say(f"resuming {run_dir}: {len(data.waveforms)} clips, budget {budget.describe()}")
-    rows = run_tune(config, None, budget, data_by_rate, run_dir, say, on_state, resume=True)
+    plan = plan_data(config)
+    started = start_ray(config)
+    try:
+        data_by_rate, _ = prepare_data(plan, cache_dir(run_dir, config.cache), say)
+        data = next(iter(data_by_rate.values()))
+        if list(data.class_names) != list(saved.get("classes", data.class_names)):
+            raise UserInputError(f"the data at {config.data} now has classes {list(data.class_names)}, the run was "
+                                 f"started with {saved['classes']}; resume on the same data")
+        say(f"resuming {run_dir}: {len(data.waveforms)} clips, budget {budget.describe()}")
+        rows = run_tune(config, None, budget, data_by_rate, run_dir, say, on_state, resume=True)
+    finally:
+        if started:
+            ray.shutdown()
     return _finish(config, run_dir, rows, data_by_rate, budget, say)
 
 
@@ -193,7 +223,7 @@ def _export_ensemble(run_dir: Path, sel: EnsembleSelection, rows: list[dict], da
                      budget: Budget, say: Callable[[str], None]) -> None:
     """Export the members not yet exported, then the ensemble (``models/ensemble/``); a failure is recorded."""
     by_id = {r["trial_id"]: r for r in rows}
-    cache = FeatureCache(run_dir / CACHE_DIR)
+    cache = FeatureCache(run_cache_dir(run_dir), run=str(run_dir))
     dest = model_dir(run_dir, ENSEMBLE_ID)
     try:
         for member in sel.members:

@@ -15,7 +15,6 @@ from asc_search.frontends import FeatureCache
 from asc_search.report._html import plot_pareto_html
 from asc_search.report._plots import plot_hypervolume, plot_pareto
 from asc_search.rundir import (
-    CACHE_DIR,
     CLUSTER_FILE,
     HYPERVOLUME_PNG,
     MODELS_DIR,
@@ -26,6 +25,7 @@ from asc_search.rundir import (
     VALIDATION_FILE,
     LoadedRun,
     load_run,
+    run_cache_dir,
 )
 
 FRONT_KEYS = ("trial_id", "genome_id", "summary", "best_val_accuracy", "best_val_log_loss", "best_val_uar",
@@ -73,7 +73,7 @@ def write_report(run: LoadedRun) -> dict[str, Path]:
     knee = run.front[knee_idx]["trial_id"] if knee_idx is not None else None
     front = _front_entries(run, by_id, knee)
     counts = {s: sum(r["status"] == s for r in run.trials) for s in ("completed", "rejected", "failed", "stopped")}
-    cache = FeatureCache(run_dir / CACHE_DIR).stats()
+    cache = FeatureCache(run_cache_dir(run_dir)).stats(run=str(Path(run_dir).resolve()))
     hv = hypervolume_by_trial(run)
     exported = set(by_id)
     title = f"{run_dir.name}: Pareto front under {budget.name}"

@@ -27,10 +27,11 @@ from asc_search.rundir._layout import (
     VAL_PROBS_FLOAT_FILE,
     VAL_PROBS_INT8_FILE,
     VALIDATION_FILE,
+    cache_dir,
     model_dir,
     trial_dirname,
 )
-from asc_search.rundir._load import LoadedRun, load_run, read_run_config
+from asc_search.rundir._load import LoadedRun, load_run, read_run_config, run_cache_dir
 from asc_search.rundir._trials import (
     FLOAT_COLUMNS,
     INT_COLUMNS,
@@ -76,6 +77,7 @@ __all__ = [
     "VAL_PROBS_FLOAT_FILE",
     "VAL_PROBS_INT8_FILE",
     "blank_row",
+    "cache_dir",
     "candidate_row",
     "copy_checkpoint",
     "load_checkpoint",
@@ -86,6 +88,7 @@ __all__ = [
     "rejected_rows",
     "row_from_result",
     "rows_from_tune",
+    "run_cache_dir",
     "save_checkpoint",
     "trial_dirname",
     "typed_row",

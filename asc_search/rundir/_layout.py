@@ -6,7 +6,8 @@ directory").
     RUN/
       config.yaml  data_report.json  cluster.json  optuna.db  rejected.jsonl  trials.csv
       report.md  pareto.json  pareto.png  pareto.html  hypervolume.png
-      cache/                      feature cache (one file per front-end config and sample rate)
+      cache/                      prepared data, unless --cache DIR: waves/ (waveform stores, one per sample
+                                  rate) and one feature file per front-end config and sample rate
       tune/trial_<id>/checkpoint_*/model.pt, history.json, val_probs.npy
       models/<trial_id>/          model.pt, model_int8.tflite, frontend.json, labels.txt, validation.json, ...
       models/ensemble/            the ensemble's validation.json and members
@@ -34,7 +35,7 @@ PARETO_PNG = "pareto.png"
 PARETO_HTML = "pareto.html"
 HYPERVOLUME_PNG = "hypervolume.png"
 CACHE_DIR = "cache"
-"""The feature cache of the run."""
+"""The prepared data of the run (waveform stores and features) when no ``--cache`` folder is given."""
 TUNE_DIR = "tune"
 """Ray Tune's experiment folder (``Tuner(name=TUNE_DIR, storage_path=RUN)``)."""
 MODELS_DIR = "models"
@@ -59,6 +60,11 @@ VALIDATION_FILE = "validation.json"
 def model_dir(run_dir: Path, trial_id: str) -> Path:
     """``RUN/models/<trial_id>``: the folder of an exported model (``ENSEMBLE_ID`` for the ensemble)."""
     return Path(run_dir) / MODELS_DIR / trial_id
+
+
+def cache_dir(run_dir: Path, cache: str | Path | None = None) -> Path:
+    """The run's prepared-data folder: ``cache`` (``--cache DIR``) when given, else ``RUN/cache``."""
+    return Path(cache) if cache else Path(run_dir) / CACHE_DIR
 
 
 def trial_dirname(trial) -> str:

@@ -17,7 +17,14 @@ from asc_search._errors import UserInputError
 from asc_search._pareto import mark_front, sort_rows
 from asc_search.config import RunConfig
 from asc_search.constraints import Budget
-from asc_search.rundir._layout import CONFIG_FILE, DATA_REPORT_FILE, MODELS_DIR, TRIALS_FILE, VALIDATION_FILE
+from asc_search.rundir._layout import (
+    CONFIG_FILE,
+    DATA_REPORT_FILE,
+    MODELS_DIR,
+    TRIALS_FILE,
+    VALIDATION_FILE,
+    cache_dir,
+)
 from asc_search.rundir._trials import read_trials, rows_from_tune, typed_row
 
 
@@ -62,6 +69,13 @@ def read_run_config(run_dir: str | Path) -> dict:
         raise UserInputError(f"{Path(run_dir)} is not an asc-search run directory (no {CONFIG_FILE}); "
                              "pass the --out folder of a search")
     return yaml.safe_load(path.read_text())
+
+
+def run_cache_dir(run_dir: str | Path) -> Path:
+    """The prepared-data folder of a run: its ``--cache`` (``config.yaml``) when it had one, else ``RUN/cache``."""
+    path = Path(run_dir) / CONFIG_FILE
+    cache = (yaml.safe_load(path.read_text()) or {}).get("run", {}).get("cache") if path.is_file() else None
+    return cache_dir(Path(run_dir), cache)
 
 
 def load_run(run_dir: str | Path) -> LoadedRun:

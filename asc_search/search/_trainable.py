@@ -186,7 +186,7 @@ def _train(genome: Genome, data_by_rate: dict[int, DecodedDataset], settings: Tr
     c = count_complexity(genome, n_classes=data.n_classes)
     device = training_device(ray.get_gpu_ids())
     static = {**static, "macs": c.macs, "int8_bytes": c.int8_bytes, "params": c.params, "device": device}
-    cache = FeatureCache(settings.cache_dir)
+    cache = FeatureCache(settings.cache_dir, run=str(Path(settings.tune_dir).parent) if settings.tune_dir else "")
     features, hit = cache.get(data, patch_layout(genome))
     reports: list[dict] = []
     history: list[dict] = []  # every epoch of every stage (teacher, train, pruned_finetune, qat)

@@ -20,10 +20,10 @@ from asc_search.config import RunConfig
 from asc_search.constraints import Budget, count_complexity
 from asc_search.data import DecodedDataset
 from asc_search.rundir import (
-    CACHE_DIR,
     OPTUNA_DB,
     REJECTED_FILE,
     TUNE_DIR,
+    cache_dir,
     rejected_rows,
     row_from_result,
     rows_from_tune,
@@ -135,9 +135,10 @@ def _searcher(config: RunConfig, options: SpaceOptions, budget: Budget, n_classe
 
 
 def _trainable(config: RunConfig, data_by_rate: dict[int, DecodedDataset], run_dir: Path):
-    """``train_candidate`` with the run's settings and resources. ``tune.with_parameters`` puts the decoded data
-    into Ray's object store once; every worker on a node maps the same copy, no trial reads the dataset again."""
-    settings = TrialSettings(cache_dir=str(run_dir / CACHE_DIR), epochs=config.epochs, patience=config.patience,
+    """``train_candidate`` with the run's settings and resources. The datasets are store-backed (their waveforms
+    memory-mapped from the prepared data folder), so ``tune.with_parameters`` carries only their store paths;
+    each trial maps the store and the features it needs from disk."""
+    settings = TrialSettings(cache_dir=str(cache_dir(run_dir, config.cache)), epochs=config.epochs, patience=config.patience,
                              batch_size=config.batch_size, seed=config.seed,
                              threads=max(1, int(config.cpus_per_trial)), tune_dir=str(run_dir / TUNE_DIR),
                              faults=parse_faults(os.environ.get("ASC_SEARCH_INJECT_FAULTS", "")),
