@@ -388,6 +388,13 @@ class _LivePanel:
         if s is None:
             grid.add_row("preparing data and starting Ray ...")
             return Panel(grid, title="asc-search")
+        if hasattr(s, "clips_total"):  # a PreparationProgress: the data is being decoded into its store
+            from rich.progress_bar import ProgressBar
+
+            eta = "-" if s.eta_s is None else f"{s.eta_s:,.0f} s"
+            grid.add_row(ProgressBar(total=max(1, s.clips_total), completed=s.clips_done, width=40),
+                         f"{s.clips_done:,}/{s.clips_total:,} clips", f"{s.clips_per_s:,.0f} clips/s", f"ETA {eta}")
+            return Panel(grid, title=f"asc-search: preparing the {s.sample_rate_hz} Hz audio")
         remaining = "-" if s.remaining_s is None else f"{s.remaining_s:.0f} s"
         grid.add_row("trials done", f"{s.done}/{s.total}", "running", str(s.running), "rejected", str(s.rejected),
                      "failed", str(s.failed))

@@ -2,6 +2,7 @@
 
 from asc_search.pipeline._prepare import (
     DataPlan,
+    PreparationProgress,
     fit_options_to_data,
     plan_data,
     prepare_data,
@@ -12,6 +13,7 @@ from asc_search.pipeline._run import resume_search, run_search
 
 __all__ = [
     "DataPlan",
+    "PreparationProgress",
     "fit_options_to_data",
     "plan_data",
     "prepare_data",

@@ -76,7 +76,27 @@ def plan_data(config: RunConfig) -> DataPlan:
     return DataPlan(manifest=manifest, student_rates_hz=students, rates_hz=rates)
 
 
+@dataclass(frozen=True, kw_only=True)
+class PreparationProgress:
+    """Live state of a store's preparation, for progress displays (the CLI's bar in a terminal).
+
+    Args:
+        sample_rate_hz: The store's rate.
+        clips_done: Clips decoded (or found on disk) so far.
+        clips_total: Clips of the manifest.
+        clips_per_s: Throughput so far.
+        eta_s: Seconds left at that throughput (None before the first shard).
+    """
+
+    sample_rate_hz: int
+    clips_done: int
+    clips_total: int
+    clips_per_s: float
+    eta_s: float | None
+
+
 def prepare_data(plan: DataPlan, cache: Path, say: Callable[[str], None] | None = None,
+                 on_state: Callable[[PreparationProgress], None] | None = None,
                  ) -> tuple[dict[int, DecodedDataset], dict]:
     """Prepare a waveform store at each rate of ``plan`` (or reuse the one in ``cache``): decoded once, in shards,
     by a Ray Data pipeline over the cluster when Ray is running (``prepare_waveform_store``).
@@ -87,7 +107,8 @@ def prepare_data(plan: DataPlan, cache: Path, say: Callable[[str], None] | None 
     Args:
         plan: ``plan_data``'s manifest and rates.
         cache: The prepared-data folder (``rundir.cache_dir``).
-        say: Progress lines (clips done, clips/s, time left) while a store is prepared.
+        say: Progress lines (clips done, clips/s, time left) while a store is prepared, at most every 10 s.
+        on_state: Called with a ``PreparationProgress`` after every shard.
 
     Returns:
         The data by sample rate (Hz) and the data report (``data_report.json``): counts, split rule, layout,
@@ -100,7 +121,7 @@ def prepare_data(plan: DataPlan, cache: Path, say: Callable[[str], None] | None 
     manifest, rates = plan.manifest, plan.rates_hz
     t0 = time.perf_counter()
     data_by_rate = {r: prepare_waveform_store(manifest, sample_rate_hz=r, cache_dir=cache,
-                                              on_progress=_progress_lines(r, say)) for r in rates}
+                                              on_progress=_progress_lines(r, say, on_state)) for r in rates}
     data = data_by_rate[rates[-1]]
     log.info("data: %d clips (%d skipped), %d classes, rates %s Hz, split: %s", len(data.waveforms),
              len(data.skipped), data.n_classes, list(rates), manifest.split_rule)
@@ -115,23 +136,25 @@ def prepare_data(plan: DataPlan, cache: Path, say: Callable[[str], None] | None 
 
 
 def _progress_lines(rate_hz: int, say: Callable[[str], None] | None,
-                    every_s: float = 10.0) -> Callable[[int, int], None] | None:
-    """A store's ``on_progress``: a line at most every ``every_s`` seconds (and at the end) with the clips done,
-    clips/s and the time left."""
-    if say is None:
-        return None
+                    on_state: Callable[[PreparationProgress], None] | None = None,
+                    every_s: float = 10.0) -> Callable[[int, int], None]:
+    """A store's ``on_progress``: ``on_state`` after every shard, and a line at most every ``every_s`` seconds (and
+    at the end) with the clips done, clips/s and the time left."""
     t0 = time.perf_counter()
     last = [t0]
 
     def on_progress(done: int, total: int) -> None:
         now = time.perf_counter()
-        if done < total and now - last[0] < every_s:
+        rate = done / max(now - t0, 1e-9)
+        left = (total - done) / rate if rate > 0 else None
+        if on_state is not None:
+            on_state(PreparationProgress(sample_rate_hz=rate_hz, clips_done=done, clips_total=total,
+                                         clips_per_s=rate, eta_s=left))
+        if say is None or (done < total and now - last[0] < every_s):
             return
         last[0] = now
-        rate = done / max(now - t0, 1e-9)
-        left = (total - done) / rate if rate > 0 else float("inf")
         say(f"preparing {rate_hz} Hz audio: {done:,}/{total:,} clips ({100 * done / total:.0f} %), {rate:,.0f} "
-            f"clips/s, {'done' if done >= total else f'about {left:,.0f} s left'}")
+            f"clips/s, {'done' if done >= total else f'about {left or 0:,.0f} s left'}")
 
     return on_progress
 

@@ -61,7 +61,8 @@ def run_search(config: RunConfig, *, on_progress: Callable[[str], None] | None =
     Args:
         config: The run configuration.
         on_progress: Called with short status lines (the CLI prints them).
-        on_state: Called with the live ``SearchProgress`` after each trial starts or ends.
+        on_state: Called with the live ``PreparationProgress`` while the data is prepared, then ``SearchProgress``
+            after each trial starts or ends.
 
     Returns:
         The run as ``asc_search.rundir.LoadedRun``: trials, Pareto front, exported models, data summary.
@@ -79,7 +80,7 @@ def run_search(config: RunConfig, *, on_progress: Callable[[str], None] | None =
     plan = plan_data(config)
     started = start_ray(config)  # the data is prepared on the cluster's CPUs (Ray Data), then searched there
     try:
-        data_by_rate, data_report = prepare_data(plan, cache_dir(run_dir, config.cache), say)
+        data_by_rate, data_report = prepare_data(plan, cache_dir(run_dir, config.cache), say, on_state)
         options = fit_options_to_data(options, config, data_by_rate, data_report)
         data = next(iter(data_by_rate.values()))
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -143,7 +144,7 @@ def resume_search(run_dir: str | Path, *, address: str | None = None, cpus_per_t
     plan = plan_data(config)
     started = start_ray(config)
     try:
-        data_by_rate, _ = prepare_data(plan, cache_dir(run_dir, config.cache), say)
+        data_by_rate, _ = prepare_data(plan, cache_dir(run_dir, config.cache), say, on_state)
         data = next(iter(data_by_rate.values()))
         if list(data.class_names) != list(saved.get("classes", data.class_names)):
             raise UserInputError(f"the data at {config.data} now has classes {list(data.class_names)}, the run was "
