@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,7 +17,7 @@ from asc_search._errors import UserInputError
 from asc_search.frontends import ClipFeatures, add_deltas
 from asc_search.trainers._augment import soft_target_loss
 from asc_search.trainers._distill import TeacherLogits, kd_loss
-from asc_search.trainers._metrics import classification_metrics, clip_probabilities
+from asc_search.trainers._metrics import classification_metrics
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +42,22 @@ class Normalisation:
     def fit(cls, features: ClipFeatures, clips: np.ndarray, *, deltas: int = 0, max_patches: int = 4000,
             seed: int = 0) -> Normalisation:
         """Per-channel statistics over the evaluation patches of ``clips`` (of at most ``max_patches`` clips, and
-        at most ``max_patches`` patches, drawn at random, so memory stays bounded on large datasets)."""
+        at most ``max_patches`` patches, drawn at random, so memory stays bounded on large datasets: only the
+        drawn patches are materialised)."""
         rng = np.random.default_rng(seed)
-        x, _ = features.patches(np.sort(rng.permutation(clips)[:max_patches]))
-        if len(x) > max_patches:
-            x = x[rng.permutation(len(x))[:max_patches]]
+        chosen = np.sort(rng.permutation(clips)[:max_patches])
+        cum = _patch_offsets(features, chosen)
+        n = int(cum[-1])
+        if n == 0:
+            raise UserInputError("no evaluation patches to fit the normalisation on")
+        # only the drawn patches are gathered, never all the patches of the drawn clips (the same draw and the
+        # same numbers as taking the patches of the clips first and then a random subset of them)
+        x, _ = _gather_patches(features, chosen, cum, rng.permutation(n)[:max_patches] if n > max_patches
+                               else np.arange(n))
+        if n > max_patches:
+            # the strides of a fancy-indexed copy, as the subset had before: torch picks the delta convolution's
+            # memory format from them and the float64 reductions below follow it (the last bits of the statistics)
+            x = x[np.arange(len(x))]
         x = add_deltas(x, deltas).astype(np.float64)
         mean = x.mean(axis=(0, 2, 3))
         std = np.maximum(x.std(axis=(0, 2, 3)), 1e-6)
@@ -194,30 +205,117 @@ def lr_factor(epoch: int, settings: TrainSettings) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * (epoch - w) / rest))
 
 
+EVAL_GROUP_BYTES = 64 * 2**20
+"""Model input (normalised patches, every channel, float32) that evaluation materialises at once: ``predict_clips``
+and the validation pass of ``fit`` without its cache gather, normalise and predict the patches in groups of
+about this size (rounded down to whole inference batches, at least one batch: whole batches keep the batches, and
+so the numbers, of one pass over all the patches). The float32 static gather, the delta channels and the
+standardisation's temporaries come on top while a group is built: about 3.5x a group at the peak (tracemalloc,
+128 bins x 47 frames, deltas=2: 177 MiB for groups of 53 MiB, where one pass over 10,000 clips peaked at 1.6 GiB)."""
+
+VAL_CACHE_BYTES = 256 * 2**20
+"""``fit`` keeps the normalised validation patches in memory for the whole fit (built once: the validation pass of
+every epoch reuses them, see bench/NOTES.md "Trainer") when they take at most this many bytes; larger validation
+sets are gathered and normalised again every epoch, in groups of ``EVAL_GROUP_BYTES``. Both give the same
+numbers."""
+
+EVAL_BATCH_SIZE = 256
+"""Patches a forward pass in ``fit``'s validation pass."""
+
+
+def _patch_offsets(features: ClipFeatures, clips: np.ndarray) -> np.ndarray:
+    """Where each clip's evaluation patches start in the concatenation of the patches of ``clips`` (in order),
+    shape ``(len(clips) + 1,)``; the last entry is the number of patches. Per clip the count is
+    ``len(features.patch_starts(i))``, computed from the offsets without a Python loop."""
+    clips = np.asarray(clips, dtype=np.int64)
+    last = features.offsets[clips + 1] - features.offsets[clips] - features.layout.patch_frames
+    counts = np.where(last >= 0, last // features.layout.patch_hop_frames + 1, 0)
+    return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+
+
+def _gather_patches(features: ClipFeatures, clips: np.ndarray, cum: np.ndarray,
+                    sel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The evaluation patches numbered ``sel`` in the concatenation of the patches of ``clips`` (``cum`` from
+    ``_patch_offsets``): the rows of ``features.patches(clips)`` at ``sel``, without building the others.
+
+    Returns:
+        ``(x, owner)``: ``x`` of shape ``(len(sel), 1, n_bins, patch_frames)`` float32 (C-contiguous) and the
+        position in ``clips`` of each patch.
+    """
+    sel = np.asarray(sel, dtype=np.int64)
+    owner = np.searchsorted(cum, sel, side="right") - 1
+    starts = features.offsets[np.asarray(clips, dtype=np.int64)[owner]] + (sel - cum[owner]) * \
+        features.layout.patch_hop_frames
+    cols = starts[:, None] + np.arange(features.layout.patch_frames)
+    x = np.ascontiguousarray(features.features[:, cols].transpose(1, 0, 2), dtype=np.float32)[:, None]
+    return x, owner
+
+
+def _group_patches(features: ClipFeatures, norm: Normalisation, batch_size: int,
+                   group_bytes: int | None = None) -> int:
+    """Patches a group of ``_eval_groups``: ``group_bytes`` (default ``EVAL_GROUP_BYTES``) of model input, in
+    whole batches, at least one batch (whole batches keep the inference batches those of one pass over all the
+    patches, so the numbers do not depend on the grouping)."""
+    group_bytes = EVAL_GROUP_BYTES if group_bytes is None else group_bytes
+    per_batch = batch_size * _patch_bytes(features, norm)
+    return batch_size * max(1, group_bytes // per_batch)
+
+
+def _patch_bytes(features: ClipFeatures, norm: Normalisation) -> int:
+    """Bytes of one normalised patch (float32, every channel)."""
+    return 4 * (1 + norm.deltas) * features.layout.frontend.n_bins * features.layout.patch_frames
+
+
+def _eval_groups(features: ClipFeatures, clips: np.ndarray, norm: Normalisation,
+                 group_patches: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The normalised evaluation patches of ``clips`` (in the order of ``features.patches(clips)``), in groups of
+    ``group_patches``: ``(x, owner)`` per group, ``owner`` the position in ``clips`` of each patch."""
+    clips = np.asarray(clips, dtype=np.int64)
+    cum = _patch_offsets(features, clips)
+    total = int(cum[-1])
+    for a in range(0, total, group_patches):
+        x, owner = _gather_patches(features, clips, cum, np.arange(a, min(a + group_patches, total)))
+        yield norm.apply(x), owner
+
+
+def _predict_groups(model: nn.Module, groups: Iterable[tuple[np.ndarray, np.ndarray]], n_clips: int, *,
+                    batch_size: int) -> np.ndarray:
+    """Clip probabilities (mean of patch softmaxes, as ``clip_probabilities``) from groups of normalised patches
+    and their clip positions. Batches never span groups, so groups of whole batches give the batches of one
+    pass over all the patches; the per-clip sums add the patches in the same order whatever the grouping."""
+    device = next(model.parameters()).device
+    model.eval()
+    sums = None
+    counts = np.zeros(n_clips, dtype=np.int64)
+    with torch.inference_mode():
+        for x, owner in groups:
+            for s in range(0, len(x), batch_size):
+                p = torch.softmax(model(torch.from_numpy(x[s:s + batch_size]).to(device)), dim=1).cpu().numpy()
+                if sums is None:
+                    sums = np.zeros((n_clips, p.shape[1]), dtype=np.float64)
+                np.add.at(sums, owner[s:s + batch_size], p)
+            counts += np.bincount(owner, minlength=n_clips)
+    if sums is None:
+        raise UserInputError("no evaluation patches to predict")
+    return sums / np.maximum(counts, 1)[:, None]
+
+
 def predict_clips(model: nn.Module, features: ClipFeatures, clips: np.ndarray, norm: Normalisation,
-                  *, batch_size: int = 256) -> np.ndarray:
+                  *, batch_size: int = 256, group_bytes: int | None = None) -> np.ndarray:
     """Clip probabilities: softmax of every patch (50 % overlap), averaged per clip.
 
-    The patches go to the device the model's parameters are on (CPU or CUDA).
+    The patches go to the device the model's parameters are on (CPU or CUDA). Memory is bounded whatever the
+    number of clips: the patches are gathered, normalised and predicted in groups of about ``group_bytes`` of
+    model input (default ``EVAL_GROUP_BYTES``, whole batches); the result does not depend on the grouping.
 
     Returns:
         Shape ``(len(clips), n_classes)``.
+
+    Raises:
+        UserInputError: ``clips`` have no evaluation patch.
     """
-    x, owner = features.patches(clips)
-    return _predict_patches(model, norm.apply(x), owner, len(clips), batch_size=batch_size)
-
-
-def _predict_patches(model: nn.Module, x: np.ndarray, owner: np.ndarray, n_clips: int, *,
-                     batch_size: int = 256) -> np.ndarray:
-    """Clip probabilities from normalised patches ``x`` (``(n, C, F, T)``) and their clip ``owner``."""
-    device = next(model.parameters()).device
-    model.eval()
-    outs = []
-    with torch.inference_mode():
-        for s in range(0, len(x), batch_size):
-            xb = torch.from_numpy(x[s:s + batch_size]).to(device)
-            outs.append(torch.softmax(model(xb), dim=1).cpu().numpy())
-    return clip_probabilities(np.concatenate(outs), owner, n_clips)
+    groups = _eval_groups(features, clips, norm, _group_patches(features, norm, batch_size, group_bytes))
+    return _predict_groups(model, groups, len(clips), batch_size=batch_size)
 
 
 def fit(model: nn.Module, features: ClipFeatures, labels: np.ndarray, train_clips: np.ndarray,
@@ -282,16 +380,23 @@ def _fit(model: nn.Module, features: ClipFeatures, labels: np.ndarray, train_cli
     frame_s = features.layout.frontend.hop_samples / features.layout.frontend.sample_rate_hz
     t = features.layout.patch_frames
     frames = np.diff(features.offsets)
-    n_crops = np.array([len(features.patch_starts(int(i))) for i in train_clips])
-    sample_clips = np.repeat(train_clips, n_crops)
+    sample_clips = np.repeat(train_clips, np.diff(_patch_offsets(features, train_clips)))
     y_val = labels[val_clips]
-    x_val, val_owner = features.patches(val_clips)
-    x_val = norm.apply(x_val)  # once: the validation patches do not change between epochs
+    n_val_patches = int(_patch_offsets(features, val_clips)[-1])
+    if n_val_patches == 0:
+        raise UserInputError("the validation clips have no evaluation patch")
+    val_group = _group_patches(features, norm, EVAL_BATCH_SIZE)
+    val_cache = None  # None: too large to keep, gathered and normalised again every epoch, a group at a time
+    if n_val_patches * _patch_bytes(features, norm) <= VAL_CACHE_BYTES:
+        # once: the validation patches do not change between epochs (kept in their groups: built a group at a
+        # time, and the same batches as without the cache)
+        val_cache = list(_eval_groups(features, val_clips, norm, val_group))
     n_classes = None
     if augmentations or teacher is not None:  # the one-hot targets' width: the model's outputs (eval: no BN update)
+        x_first = val_cache[0][0][:1] if val_cache else next(_eval_groups(features, val_clips, norm, 1))[0]
         model.eval()
         with torch.no_grad():
-            n_classes = int(model(torch.from_numpy(x_val[:1]).to(device)).shape[1])
+            n_classes = int(model(torch.from_numpy(x_first).to(device)).shape[1])
     frame_range = np.arange(t)
     best: FitResult | None = None
     history: list[dict] = []
@@ -339,7 +444,8 @@ def _fit(model: nn.Module, features: ClipFeatures, labels: np.ndarray, train_cli
             total += loss.item() * len(idx)
             count += len(idx)
         sched.step()
-        probs = _predict_patches(model, x_val, val_owner, len(val_clips))
+        groups = val_cache if val_cache is not None else _eval_groups(features, val_clips, norm, val_group)
+        probs = _predict_groups(model, groups, len(val_clips), batch_size=EVAL_BATCH_SIZE)
         m = classification_metrics(y_val, probs)
         improved = best is None or m["accuracy"] > best.val_metrics["accuracy"] or (
             m["accuracy"] == best.val_metrics["accuracy"] and m["log_loss"] < best.val_metrics["log_loss"])
