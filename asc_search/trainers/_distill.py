@@ -119,6 +119,10 @@ class TeacherLogits:
         return cls([m for t in teachers for m in t.members])
 
 
+TEACHER_GROUP_PATCHES = 8192
+"""Patches ``compute_teacher_logits`` builds, normalises and runs at once (rounded down to whole batches)."""
+
+
 def compute_teacher_logits(model: nn.Module, features: ClipFeatures, norm, clips: np.ndarray | None = None, *,
                            batch_size: int = 256) -> TeacherLogits:
     """Run a trained teacher once over the evaluation patches of ``clips`` (default: every clip).
@@ -139,15 +143,22 @@ def compute_teacher_logits(model: nn.Module, features: ClipFeatures, norm, clips
     counts[clips] = [len(features.patch_starts(int(i))) for i in clips]
     offsets = np.concatenate([[0], np.cumsum(counts)])
     order = np.sort(clips)
-    x, _ = features.patches(order)
-    x = norm.apply(x)
+    cum = np.concatenate([[0], np.cumsum(counts[order])])  # first patch of each clip of ``order``
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     outs = []
+    # in groups of whole batches (the batches of one pass over all the patches), about TEACHER_GROUP_PATCHES
+    # patches at a time: the training set's patches are never all in memory
+    group = max(1, TEACHER_GROUP_PATCHES // batch_size) * batch_size
     with torch.inference_mode():
-        for s in range(0, len(x), batch_size):
-            outs.append(model(torch.from_numpy(x[s:s + batch_size]).to(device)).float().cpu().numpy())
+        for a in range(0, int(cum[-1]), group):
+            b = min(int(cum[-1]), a + group)
+            c0, c1 = int(np.searchsorted(cum, a, side="right") - 1), int(np.searchsorted(cum, b, side="left"))
+            x, _ = features.patches(order[c0:c1])
+            x = norm.apply(x[a - cum[c0]:b - cum[c0]])
+            for s in range(0, len(x), batch_size):
+                outs.append(model(torch.from_numpy(x[s:s + batch_size]).to(device)).float().cpu().numpy())
     model.train(was_training)
     fe = features.layout.frontend
     hop_s = features.layout.patch_hop_frames * fe.hop_samples / fe.sample_rate_hz

@@ -87,3 +87,22 @@ def test_a_student_follows_the_cached_teacher_on_real_features(esc10_split):
     r = fit(student, features, data.labels, train, val, norm, settings, teacher=teacher)
     assert not calls  # the teacher network is not run again: its logits are cached
     assert (r.val_probs.argmax(1) == 3).mean() > 0.9
+
+
+def test_teacher_logits_in_small_groups_equal_one_pass(esc10_split, monkeypatch):
+    """The teacher runs over the training patches in groups of whole batches: the logits equal one pass's, and
+    no group builds more patches than its size (plus the two clips at its edges)."""
+    import asc_search.trainers._distill as distill
+
+    data, genome, features, train, val, norm = esc10_split
+    torch.manual_seed(0)
+    model = build_model(genome, data.n_classes)
+    one_pass = compute_teacher_logits(model, features, norm, train, batch_size=8).members[0].logits
+    built = []
+    real_patches = type(features).patches
+    monkeypatch.setattr(type(features), "patches", lambda self, idx: built.append(len(idx)) or real_patches(self, idx))
+    monkeypatch.setattr(distill, "TEACHER_GROUP_PATCHES", 24)  # 3 batches of 8
+    grouped = compute_teacher_logits(model, features, norm, train, batch_size=8).members[0].logits
+    assert np.array_equal(grouped, one_pass)
+    per_clip = max(len(features.patch_starts(int(i))) for i in train)
+    assert len(built) > 3 and max(built) <= 24 // per_clip + 2
