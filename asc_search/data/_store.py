@@ -218,7 +218,8 @@ def store_key(manifest: Manifest, sample_rate_hz: int, shard_clips: int = SHARD_
 
 def prepare_waveform_store(manifest: Manifest, *, sample_rate_hz: int, cache_dir: str | os.PathLike,
                            on_progress: Callable[[int, int], None] | None = None,
-                           shard_clips: int = SHARD_CLIPS, use_ray: bool | None = None) -> DecodedDataset:
+                           shard_clips: int = SHARD_CLIPS, use_ray: bool | None = None,
+                           pin_node: str | None = None) -> DecodedDataset:
     """Decode ``manifest`` at ``sample_rate_hz`` into a waveform store under ``cache_dir`` (or reuse the one there)
     and open it.
 
@@ -230,6 +231,8 @@ def prepare_waveform_store(manifest: Manifest, *, sample_rate_hz: int, cache_dir
         on_progress: ``on_progress(clips_done, clips_total)`` after each shard.
         shard_clips: Clips per shard (one worker's unit of work and memory).
         use_ray: Decode the shards as a Ray Data pipeline; None: when Ray is initialised.
+        pin_node: Ray node id every shard is decoded on (the driver's, when the audio is not on every node);
+            None: any node.
 
     Returns:
         The dataset, its waveforms memory-mapped; ``preparation`` tells whether the store was reused, how many
@@ -250,7 +253,7 @@ def prepare_waveform_store(manifest: Manifest, *, sample_rate_hz: int, cache_dir
                  for k, s in enumerate(range(0, len(manifest.clips), shard_clips))]
         (root / SHARDS_DIR).mkdir(parents=True, exist_ok=True)
         done = 0
-        for row in _run_shards(tasks, use_ray):
+        for row in _run_shards(tasks, use_ray, pin_node):
             done += int(row["clips"])
             resumed += bool(row["resumed"])
             if on_progress is not None:
@@ -267,8 +270,9 @@ def prepare_waveform_store(manifest: Manifest, *, sample_rate_hz: int, cache_dir
     return data
 
 
-def _run_shards(tasks: list[dict], use_ray: bool | None) -> Iterator[dict]:
-    """Run ``prepare_shard`` on every task: a Ray Data pipeline (one CPU per shard, streamed) or in-process."""
+def _run_shards(tasks: list[dict], use_ray: bool | None, pin_node: str | None = None) -> Iterator[dict]:
+    """Run ``prepare_shard`` on every task: a Ray Data pipeline (one CPU per shard, streamed; on ``pin_node``
+    only when given) or in-process."""
     import ray
 
     if use_ray is None:
@@ -286,9 +290,15 @@ def _run_shards(tasks: list[dict], use_ray: bool | None) -> Iterator[dict]:
     import ray.data
 
     ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
+    ctx.enable_progress_bars = False  # the run shows its own progress (on_progress)
     ctx.print_on_execution_start = False
-    ds = ray.data.from_items(todo, override_num_blocks=len(todo)).map(prepare_shard, num_cpus=1)
+    remote_args = {}
+    if pin_node is not None:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        remote_args["scheduling_strategy"] = NodeAffinitySchedulingStrategy(pin_node, soft=False)
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # its per-dataset INFO lines would fill the console
+    ds = ray.data.from_items(todo, override_num_blocks=len(todo)).map(prepare_shard, num_cpus=1, **remote_args)
     yield from ds.iter_rows()
 
 

@@ -96,7 +96,7 @@ class PreparationProgress:
 
 
 def prepare_data(plan: DataPlan, cache: Path, say: Callable[[str], None] | None = None,
-                 on_state: Callable[[PreparationProgress], None] | None = None,
+                 on_state: Callable[[PreparationProgress], None] | None = None, pin_node: str | None = None,
                  ) -> tuple[dict[int, DecodedDataset], dict]:
     """Prepare a waveform store at each rate of ``plan`` (or reuse the one in ``cache``): decoded once, in shards,
     by a Ray Data pipeline over the cluster when Ray is running (``prepare_waveform_store``).
@@ -109,6 +109,7 @@ def prepare_data(plan: DataPlan, cache: Path, say: Callable[[str], None] | None 
         cache: The prepared-data folder (``rundir.cache_dir``).
         say: Progress lines (clips done, clips/s, time left) while a store is prepared, at most every 10 s.
         on_state: Called with a ``PreparationProgress`` after every shard.
+        pin_node: Decode on this Ray node only (the audio is not on every node); None: on any.
 
     Returns:
         The data by sample rate (Hz) and the data report (``data_report.json``): counts, split rule, layout,
@@ -121,7 +122,8 @@ def prepare_data(plan: DataPlan, cache: Path, say: Callable[[str], None] | None 
     manifest, rates = plan.manifest, plan.rates_hz
     t0 = time.perf_counter()
     data_by_rate = {r: prepare_waveform_store(manifest, sample_rate_hz=r, cache_dir=cache,
-                                              on_progress=_progress_lines(r, say, on_state)) for r in rates}
+                                              on_progress=_progress_lines(r, say, on_state), pin_node=pin_node)
+                    for r in rates}
     data = data_by_rate[rates[-1]]
     log.info("data: %d clips (%d skipped), %d classes, rates %s Hz, split: %s", len(data.waveforms),
              len(data.skipped), data.n_classes, list(rates), manifest.split_rule)

@@ -23,6 +23,7 @@ from asc_search.data import DecodedDataset
 from asc_search.deploy import export_and_validate, export_ensemble, export_front
 from asc_search.frontends import FeatureCache
 from asc_search.pipeline._prepare import (
+    DataPlan,
     fit_options_to_data,
     plan_data,
     prepare_data,
@@ -48,7 +49,16 @@ from asc_search.rundir import (
     run_cache_dir,
     write_trials,
 )
-from asc_search.search import MODES, OBJECTIVES, SearchProgress, run_tune, start_ray
+from asc_search.search import (
+    MODES,
+    OBJECTIVES,
+    SearchProgress,
+    alive_nodes,
+    check_storage_reachable,
+    nodes_seeing,
+    run_tune,
+    start_ray,
+)
 from asc_search.trainers import EnsembleSelection, ensemble_candidates_from_rows, select_ensemble
 
 log = logging.getLogger(__name__)
@@ -80,7 +90,8 @@ def run_search(config: RunConfig, *, on_progress: Callable[[str], None] | None =
     plan = plan_data(config)
     started = start_ray(config)  # the data is prepared on the cluster's CPUs (Ray Data), then searched there
     try:
-        data_by_rate, data_report = prepare_data(plan, cache_dir(run_dir, config.cache), say, on_state)
+        cache = _shared_folders(run_dir, config)
+        data_by_rate, data_report = prepare_data(plan, cache, say, on_state, pin_node=_decoding_node(plan, say))
         options = fit_options_to_data(options, config, data_by_rate, data_report)
         data = next(iter(data_by_rate.values()))
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -98,6 +109,36 @@ def run_search(config: RunConfig, *, on_progress: Callable[[str], None] | None =
         if started:
             ray.shutdown()
     return _finish(config, run_dir, rows, data_by_rate, budget, say)
+
+
+def _shared_folders(run_dir: Path, config: RunConfig) -> Path:
+    """Create the run directory and the prepared-data folder and check that every node sees both; return the
+    latter.
+
+    Raises:
+        UserInputError: A node of the cluster does not see one of them.
+    """
+    cache = cache_dir(run_dir, config.cache)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cache.mkdir(parents=True, exist_ok=True)
+    nodes = alive_nodes()
+    check_storage_reachable(run_dir, nodes, flag="--out")
+    if config.cache:
+        check_storage_reachable(cache, nodes, flag="--cache")
+    return cache
+
+
+def _decoding_node(plan: DataPlan, say: Callable[[str], None]) -> str | None:
+    """None when every node sees the audio (the preparation runs on all of them); else the driver's node, the one
+    that read the manifest (the audio may live on the head only; the trials read the store, not the audio)."""
+    nodes = alive_nodes()
+    if len(nodes) < 2 or not plan.manifest.clips:
+        return None
+    seeing = nodes_seeing(plan.manifest.clips[0].path, nodes)
+    if len(seeing) == len(nodes):
+        return None
+    say(f"the audio is on {len(seeing)} of {len(nodes)} nodes: it is decoded on this node only")
+    return ray.get_runtime_context().get_node_id()
 
 
 def _preparation_line(data_report: dict) -> str:
@@ -144,7 +185,8 @@ def resume_search(run_dir: str | Path, *, address: str | None = None, cpus_per_t
     plan = plan_data(config)
     started = start_ray(config)
     try:
-        data_by_rate, _ = prepare_data(plan, cache_dir(run_dir, config.cache), say, on_state)
+        data_by_rate, _ = prepare_data(plan, _shared_folders(run_dir, config), say, on_state,
+                                       pin_node=_decoding_node(plan, say))
         data = next(iter(data_by_rate.values()))
         if list(data.class_names) != list(saved.get("classes", data.class_names)):
             raise UserInputError(f"the data at {config.data} now has classes {list(data.class_names)}, the run was "

@@ -97,7 +97,8 @@ def write_report(run: LoadedRun) -> dict[str, Path]:
     if hv:
         lines += ["", f"Hypervolume of (accuracy, MACs) against (0, {hypervolume_reference(run)[1]:,.0f} MACs), "
                       f"normalised: {hv[-1]:.4f} after {len(hv)} trained candidates (`hypervolume.png`)."]
-    lines += _front_lines(front, knee) + _exported_lines(run) + _cache_lines(cache) + _failure_lines(run)
+    lines += (_front_lines(front, knee) + _exported_lines(run) + _preparation_lines(run.data_summary)
+              + _cache_lines(cache) + _failure_lines(run))
     lines += ["", "![Pareto front](pareto.png)", ""]
     paths[REPORT_FILE] = write_text(run_dir / REPORT_FILE, "\n".join(lines))
     return paths
@@ -182,6 +183,22 @@ def _exported_lines(run: LoadedRun) -> list[str]:
         for v in run.exported:
             acc = v.get("int8_per_device_accuracy", {})
             lines.append(f"| {v['trial_id']} | " + " | ".join(_fmt(acc.get(d)) for d in devices) + " |")
+    return lines
+
+
+def _preparation_lines(data_summary: dict) -> list[str]:
+    """The waveform stores of the run: reused, or prepared at what throughput, and their size."""
+    prep = data_summary.get("preparation")
+    if not prep:
+        return []
+    lines = ["", "## Data preparation (waveform stores)", "",
+             f"- in `{prep['cache']}`, {prep['seconds']:.1f} s in all"]
+    for st in prep["stores"]:
+        how = ("reused (prepared by an earlier run)" if st["reused"] else
+               f"prepared: {st['clips']:,} clips in {st['seconds']:.1f} s ({st['clips_per_s']:,.0f} clips/s)"
+               + (f", {st['shards_on_disk_before']} shard(s) already on disk" if st["shards_on_disk_before"] else ""))
+        lines.append(f"  - {st['sample_rate_hz']} Hz: {how}; {st['kept_clips']:,} clips kept, {st['skipped']} "
+                     f"skipped; {st['bytes'] / 1e9:.2f} GB")
     return lines
 
 

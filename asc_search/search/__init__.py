@@ -1,6 +1,13 @@
 """Search: the Ray Tune phase of a run (cluster, sampler, feasibility-filtering searcher, trainable, live progress)."""
 
-from asc_search.search._cluster import check_storage_reachable, concurrency, record_cluster, start_ray
+from asc_search.search._cluster import (
+    alive_nodes,
+    check_storage_reachable,
+    concurrency,
+    nodes_seeing,
+    record_cluster,
+    start_ray,
+)
 from asc_search.search._progress import Listener, ProgressCallback, SearchProgress, listening
 from asc_search.search._searcher import MODES, OBJECTIVES, DefineByRunSpace, FeasibleOptunaSearch
 from asc_search.search._trainable import (
@@ -20,6 +27,7 @@ from asc_search.search._tune import (
 )
 
 __all__ = [
+    "alive_nodes",
     "DefineByRunSpace",
     "FAULTS",
     "FeasibleOptunaSearch",
@@ -34,6 +42,7 @@ __all__ = [
     "check_space_has_feasible",
     "check_storage_reachable",
     "concurrency",
+    "nodes_seeing",
     "count_finished",
     "listening",
     "make_sampler",

@@ -84,14 +84,15 @@ def _token_auth_for_this_process() -> None:
     Config.initialize("")
 
 
-def _alive_nodes() -> list[dict]:
+def alive_nodes() -> list[dict]:
+    """The cluster's alive nodes: ``node_id``, ``ip``, ``cpus``, ``gpus``."""
     return [{"node_id": n["NodeID"], "ip": n["NodeManagerAddress"], "cpus": n["Resources"].get("CPU", 0.0),
              "gpus": n["Resources"].get("GPU", 0.0)} for n in ray.nodes() if n.get("Alive")]
 
 
 def record_cluster(run_dir: Path, config: RunConfig, *, resumed: bool) -> list[dict]:
     """Append this session's cluster (address, nodes, resources) to ``cluster.json``; return the nodes."""
-    nodes = _alive_nodes()
+    nodes = alive_nodes()
     path = run_dir / CLUSTER_FILE
     sessions = json.loads(path.read_text()) if path.exists() else []
     sessions.append({"started_at": time.time(), "resumed": resumed, "address": config.address or "local",
@@ -101,28 +102,42 @@ def record_cluster(run_dir: Path, config: RunConfig, *, resumed: bool) -> list[d
     return nodes
 
 
-def check_storage_reachable(run_dir: Path, nodes: list[dict]) -> None:
-    """Every node must see the run directory: trials write their checkpoints and the feature cache there.
+def nodes_seeing(path: str | Path, nodes: list[dict] | None = None) -> list[str]:
+    """Ids of the alive nodes on which ``path`` exists (a zero-CPU probe pinned to each node)."""
+    nodes = alive_nodes() if nodes is None else nodes
+    probe = ray.remote(num_cpus=0)(os.path.exists)
+    refs = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["node_id"], soft=False)).remote(str(path))
+            for n in nodes]
+    return [n["node_id"] for n, seen in zip(nodes, ray.get(refs, timeout=120), strict=True) if seen]
+
+
+def check_storage_reachable(folder: Path, nodes: list[dict] | None = None, *, flag: str = "--out") -> None:
+    """Every node must see ``folder`` (the run directory, the prepared-data folder): the data preparation's
+    workers write the waveform store there, and trials write their checkpoints and feature files.
+
+    Args:
+        folder: An existing folder.
+        nodes: The cluster's alive nodes (``alive_nodes()``); None: read them now.
+        flag: The option that named the folder, for the message.
 
     Raises:
-        UserInputError: A node does not see it (the run directory is not on shared storage).
+        UserInputError: A node does not see it (the folder is not on shared storage).
     """
+    nodes = alive_nodes() if nodes is None else nodes
     if len(nodes) < 2:
         return
-    marker = run_dir / f".storage-check-{uuid.uuid4().hex}"
+    marker = Path(folder) / f".storage-check-{uuid.uuid4().hex}"
     marker.write_text("asc-search")
     try:
-        probe = ray.remote(num_cpus=0)(os.path.exists)
-        refs = {n["node_id"]: probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["node_id"], soft=False))
-                .remote(str(marker)) for n in nodes}
-        blind = [f"{node_id[:12]} ({next(n['ip'] for n in nodes if n['node_id'] == node_id)})"
-                 for node_id, seen in zip(refs, ray.get(list(refs.values()), timeout=120), strict=True) if not seen]
+        seeing = set(nodes_seeing(marker, nodes))
     finally:
         marker.unlink(missing_ok=True)
+    blind = [f"{n['node_id'][:12]} ({n['ip']})" for n in nodes if n["node_id"] not in seeing]
     if blind:
         raise UserInputError(
-            f"--out {run_dir} is not visible on node(s) {', '.join(blind)}: trials write checkpoints and the "
-            "feature cache there; put the run directory on storage every node mounts (e.g. NFS)"
+            f"{flag} {folder} is not visible on node(s) {', '.join(blind)}: the data preparation and the trials "
+            "write the waveform store, features and checkpoints there; put it on storage every node mounts "
+            "(e.g. NFS)"
         )
 
 

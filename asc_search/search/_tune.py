@@ -29,7 +29,7 @@ from asc_search.rundir import (
     rows_from_tune,
     trial_dirname,
 )
-from asc_search.search._cluster import check_storage_reachable, concurrency, record_cluster, start_ray
+from asc_search.search._cluster import concurrency, record_cluster, start_ray
 from asc_search.search._progress import Listener, ProgressCallback, SearchProgress, listening
 from asc_search.search._searcher import MODES, OBJECTIVES, DefineByRunSpace, FeasibleOptunaSearch
 from asc_search.search._trainable import TrialSettings, parse_faults, train_candidate
@@ -100,7 +100,6 @@ def run_tune(config: RunConfig, options: SpaceOptions | None, budget: Budget,
     started = start_ray(config)
     try:
         nodes = record_cluster(run_dir, config, resumed=resume)
-        check_storage_reachable(run_dir, nodes)
         concurrent = concurrency(config)
         trainable = _trainable(config, data_by_rate, run_dir)
         if resume:
