@@ -28,6 +28,7 @@ Layout of a store (``<cache>/waves/<rate>hz-<key>/``)::
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -245,21 +246,29 @@ def prepare_waveform_store(manifest: Manifest, *, sample_rate_hz: int, cache_dir
         raise UserInputError(f"sample_rate_hz must be > 0, got {sample_rate_hz}")
     t0 = time.perf_counter()
     root = Path(cache_dir) / WAVES_DIR / f"{sample_rate_hz}hz-{store_key(manifest, sample_rate_hz, shard_clips)}"
-    reused = (root / STORE_FILE).is_file()
-    resumed = 0
-    if not reused:
-        tasks = [{"root": str(root), "shard": k, "sample_rate_hz": int(sample_rate_hz),
-                  "paths": [str(c.path) for c in manifest.clips[s:s + shard_clips]]}
-                 for k, s in enumerate(range(0, len(manifest.clips), shard_clips))]
-        (root / SHARDS_DIR).mkdir(parents=True, exist_ok=True)
-        done = 0
-        for row in _run_shards(tasks, use_ray, pin_node):
-            done += int(row["clips"])
-            resumed += bool(row["resumed"])
-            if on_progress is not None:
-                on_progress(done, len(manifest.clips))
-        _write_index(root, manifest, sample_rate_hz, n_shards=len(tasks))
-    data = open_waveform_store(root, _write_view(root, manifest))
+    (root / SHARDS_DIR).mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "w") as lock:  # one preparation of a store at a time (two runs on one --cache)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            reused = (root / STORE_FILE).is_file()
+            resumed = 0
+            if not reused:
+                for stale in (root / SHARDS_DIR).glob(".*.tmp"):  # cut off by a killed preparation
+                    stale.unlink(missing_ok=True)
+                tasks = [{"root": str(root), "shard": k, "sample_rate_hz": int(sample_rate_hz),
+                          "paths": [str(c.path) for c in manifest.clips[s:s + shard_clips]]}
+                         for k, s in enumerate(range(0, len(manifest.clips), shard_clips))]
+                done = 0
+                for row in _run_shards(tasks, use_ray, pin_node):
+                    done += int(row["clips"])
+                    resumed += bool(row["resumed"])
+                    if on_progress is not None:
+                        on_progress(done, len(manifest.clips))
+                _write_index(root, manifest, sample_rate_hz, n_shards=len(tasks))
+            view = _write_view(root, manifest)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    data = open_waveform_store(root, view)
     seconds = time.perf_counter() - t0
     data.preparation = {"sample_rate_hz": int(sample_rate_hz), "path": str(root), "reused": reused,
                         "shards_on_disk_before": resumed, "clips": len(manifest.clips),
