@@ -138,7 +138,7 @@ def add_deltas(x: np.ndarray, order: int) -> np.ndarray:
 
 
 def compute_clip_features(data: DecodedDataset, layout: PatchLayout, *, batch_clips: int = 32,
-                          out: str | Path | None = None) -> ClipFeatures:
+                          out: str | Path | None = None, device: str = "cpu") -> ClipFeatures:
     """Compute the static spectrogram of every (padded) clip with the layout's front-end, in bounded memory.
 
     Clips go through the front-end in batches of ``batch_clips`` (sorted by length, so a batch pads little);
@@ -150,6 +150,7 @@ def compute_clip_features(data: DecodedDataset, layout: PatchLayout, *, batch_cl
         layout: Front-end and patch length.
         batch_clips: Clips per front-end call (memory bound).
         out: ``.npy`` file to write the features into (memory-mapped); None: an in-memory array.
+        device: Where the front-end runs (``cpu`` or ``cuda``: a trial given a GPU computes its features there).
 
     Returns:
         Features of shape ``(n_bins, total_frames)`` float16 (a read-write memmap of ``out`` when given).
@@ -161,7 +162,7 @@ def compute_clip_features(data: DecodedDataset, layout: PatchLayout, *, batch_cl
         raise UserInputError(
             f"front-end expects {layout.frontend.sample_rate_hz} Hz, data is at {data.sample_rate_hz} Hz"
         )
-    frontend = build_frontend(replace(layout.frontend, deltas=0)).eval()
+    frontend = build_frontend(replace(layout.frontend, deltas=0)).eval().to(device)
     chunk, hop = layout.chunk_samples, layout.patch_hop_samples
     padded_lengths = [chunk + (count_patches(int(n), chunk_samples=chunk, patch_hop_samples=hop) - 1) * hop
                       for n in data.clip_lengths()]
@@ -177,7 +178,7 @@ def compute_clip_features(data: DecodedDataset, layout: PatchLayout, *, batch_cl
             for r, i in enumerate(idx):
                 batch[r, :padded_lengths[i]] = pad_to_patches(np.asarray(data.waveforms[int(i)], dtype=np.float32),
                                                               chunk_samples=chunk, patch_hop_samples=hop)
-            mel = frontend(torch.from_numpy(batch)).numpy()
+            mel = frontend(torch.from_numpy(batch).to(device)).cpu().numpy()
             if features is None:
                 shape = (mel.shape[1], int(offsets[-1]))
                 features = (np.lib.format.open_memmap(out, mode="w+", dtype=np.float16, shape=shape)
@@ -211,8 +212,8 @@ class FeatureCache:
         blob = json.dumps({"data": data.fingerprint(), **layout.key()}, sort_keys=True)
         return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
-    def get(self, data: DecodedDataset, layout: PatchLayout) -> tuple[ClipFeatures, bool]:
-        """Load the features of ``layout`` or compute and store them.
+    def get(self, data: DecodedDataset, layout: PatchLayout, *, device: str = "cpu") -> tuple[ClipFeatures, bool]:
+        """Load the features of ``layout`` or compute and store them (the front-end on ``device``).
 
         Returns:
             ``(features, hit)``: ``hit`` is True when they came from the cache.
@@ -229,7 +230,7 @@ class FeatureCache:
                 t0 = time.perf_counter()
                 tmp = feat_path.with_name(f".{feat_path.name}.{os.getpid()}.tmp")
                 try:
-                    cf = compute_clip_features(data, layout, out=tmp)
+                    cf = compute_clip_features(data, layout, out=tmp, device=device)
                     del cf.features  # the memmap is closed before the file is moved into place
                     atomic_write(off_path, lambda p: _save_npy(p, cf.offsets))
                     os.replace(tmp, feat_path)

@@ -187,7 +187,7 @@ def _train(genome: Genome, data_by_rate: dict[int, DecodedDataset], settings: Tr
     device = training_device(ray.get_gpu_ids())
     static = {**static, "macs": c.macs, "int8_bytes": c.int8_bytes, "params": c.params, "device": device}
     cache = FeatureCache(settings.cache_dir, run=str(Path(settings.tune_dir).parent) if settings.tune_dir else "")
-    features, hit = cache.get(data, patch_layout(genome))
+    features, hit = cache.get(data, patch_layout(genome), device=device)
     reports: list[dict] = []
     history: list[dict] = []  # every epoch of every stage (teacher, train, pruned_finetune, qat)
     epochs_done = [0]
