@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from asc_search._errors import UserInputError
 from asc_search._io import atomic_write, write_json, write_text
 from asc_search.constraints import Budget, count_complexity, list_devices
 from asc_search.data import DecodedDataset
@@ -44,6 +45,18 @@ log = logging.getLogger(__name__)
 
 CALIBRATION_PATCHES = 512
 
+VALIDATION_GROUP_CLIPS = 256
+"""Validation clips whose audio ``export_and_validate`` reads and cuts into patches at once. Memory then holds
+one group's patches (and their features) plus fewer than ``PATCH_BATCH`` patches carried to the next group,
+the first ``TFLM_MAX_PATCHES`` patches' clips for the TFLite-Micro check, and ``(n_val, n_classes)`` clip sums,
+whatever the size of the validation split (TAU22: 29,680 clips). The figures do not depend on it."""
+
+PATCH_BATCH = 256
+"""Patches a PyTorch forward pass takes at once (front-end and float model, ``batched``). Validation cuts its
+patches into these batches in the order of all validation patches, as one pass over every clip would, so that
+a batch's float results (which can depend on the batch's size and contents in the last bits) do not change
+with ``VALIDATION_GROUP_CLIPS``."""
+
 
 def choose_exports(front: list[dict], max_export: int) -> list[dict]:
     """Front members to export: all when they fit ``max_export``, else the most accurate one plus
@@ -78,11 +91,16 @@ def export_and_validate(model_pt: Path, data_by_rate: dict[int, DecodedDataset],
     ``np.flatnonzero(data.is_validation)``) and their labels (``val_labels.npy``) are saved beside it for
     ``export_ensemble``.
 
+    Memory: the validation clips are read ``VALIDATION_GROUP_CLIPS`` at a time and their patches validated
+    batch by batch (``PATCH_BATCH``), so no step holds the audio, features or patch outputs of the whole split;
+    the figures are the same whatever the group size.
+
     Returns:
         The validation dict (also written to ``validation.json``).
 
     Raises:
         ExportError: The conversion failed.
+        UserInputError: The data set has no validation clips.
     """
     ckpt = load_checkpoint(model_pt)
     genome, norm, model = ckpt.genome, ckpt.normalisation, ckpt.build_model()
@@ -91,6 +109,8 @@ def export_and_validate(model_pt: Path, data_by_rate: dict[int, DecodedDataset],
     features, _ = cache.get(data, layout)
     train = np.flatnonzero(~data.is_validation)
     val = np.flatnonzero(data.is_validation)
+    if not len(val):
+        raise UserInputError(f"{model_pt}: the data set has no validation clips to validate the export on")
     rng = np.random.default_rng(0)
     calib_clips = np.sort(rng.permutation(train)[:CALIBRATION_PATCHES])  # patches of a clip subset only
     x_train, _ = features.patches(calib_clips)
@@ -101,24 +121,35 @@ def export_and_validate(model_pt: Path, data_by_rate: dict[int, DecodedDataset],
     export_int8_tflite(model, calib, tflite_path)
     export_s = time.time() - t0
     # validation features from the raw audio through the deployable float front-end (float32, as on the device
-    # and as 'asc-search validate' computes them), not from the float16 training cache
+    # and as 'asc-search validate' computes them), not from the float16 training cache; VALIDATION_GROUP_CLIPS
+    # clips at a time, so that no step holds the whole split
     frontend = DeployFrontend(layout.frontend, list(norm.mean_db), list(norm.std_db)).eval()
-    chunks, owner = audio_patches([data.waveforms[i] for i in val], chunk_samples=layout.chunk_samples,
-                                  hop_samples=layout.patch_hop_samples)
-    x_val = batched(frontend, chunks)
-    float_probs = batched(model, x_val, softmax=True)
-    int8_logits = run_int8(tflite_path, x_val, xnnpack=True)
-    int8_probs = softmax_rows(int8_logits)
-    builtin_probs = softmax_rows(run_int8(tflite_path, x_val, xnnpack=False))
+    n_classes = ckpt.n_classes
+    f_sum, q_sum, b_sum = (_ClipMeans(len(val), n_classes) for _ in range(3))
+    n_patches = float_int8_same = xnnpack_builtin_same = 0
+    tflm_parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (features, owner, float probs)
+    for chunks, owner in _validation_patches(data.waveforms, val, chunk_samples=layout.chunk_samples,
+                                             hop_samples=layout.patch_hop_samples):
+        x = batched(frontend, chunks, batch=PATCH_BATCH)
+        float_probs = batched(model, x, batch=PATCH_BATCH, softmax=True)
+        int8_probs = softmax_rows(run_int8(tflite_path, x, xnnpack=True))
+        builtin_probs = softmax_rows(run_int8(tflite_path, x, xnnpack=False))
+        f_sum.add(float_probs, owner)
+        q_sum.add(int8_probs, owner)
+        b_sum.add(builtin_probs, owner)
+        n_patches += len(x)
+        float_int8_same += int((float_probs.argmax(1) == int8_probs.argmax(1)).sum())
+        xnnpack_builtin_same += int((int8_probs.argmax(1) == builtin_probs.argmax(1)).sum())
+        if not _holds_tflm_clips(tflm_parts):
+            tflm_parts.append((x, owner, float_probs))
     y = data.labels[val]
-    f_clip = clip_probabilities(float_probs, owner, len(val))
-    q_clip = clip_probabilities(int8_probs, owner, len(val))
+    f_clip, q_clip, b_clip = f_sum.means(), q_sum.means(), b_sum.means()
     genome_c = count_complexity(genome, n_classes=ckpt.n_classes)
     tfl = tflite_complexity(tflite_path)
     macs_tflite = tfl.macs_per_patch * genome_c.patches_per_second
     agreement = float((f_clip.argmax(1) == q_clip.argmax(1)).mean())
-    b_clip = clip_probabilities(builtin_probs, owner, len(val))
-    tflm = _tflm_check(tflite_path, x_val, owner, f_clip, float_probs)
+    tflm_x, tflm_owner, tflm_float = (np.concatenate(part) for part in zip(*tflm_parts, strict=True))
+    tflm = _tflm_check(tflite_path, tflm_x, tflm_owner, f_clip, tflm_float)
     params_tflite = tfl.int8_weights + tfl.int32_biases
     checks = check_limits(budget, {"int8_bytes": tfl.weight_bytes, "params": params_tflite, "macs": macs_tflite,
                                    "tflm_arena_bytes": tflm.get("tflm_arena_bytes"),
@@ -132,7 +163,7 @@ def export_and_validate(model_pt: Path, data_by_rate: dict[int, DecodedDataset],
         "params_tflite": params_tflite, "params_genome": genome_c.params,
         "peak_activation_bytes_genome": genome_c.peak_activation_bytes, "nessi_macs_genome": genome_c.nessi_macs,
         "int8_weights": tfl.int8_weights, "int32_biases": tfl.int32_biases,
-        "validation_clips": int(len(val)), "validation_patches": int(len(x_val)),
+        "validation_clips": int(len(val)), "validation_patches": n_patches,
         "float": classification_metrics(y, f_clip), "int8": classification_metrics(y, q_clip),
         # macro-F1, confusion matrix, per-class / per-device accuracy, 95 % bootstrap CIs of accuracy and UAR
         "int8_full_metrics": full_metrics(y, q_clip, class_names=list(ckpt.class_names),
@@ -140,9 +171,9 @@ def export_and_validate(model_pt: Path, data_by_rate: dict[int, DecodedDataset],
         "int8_per_class_accuracy": grouped_accuracy(y, q_clip.argmax(1), [ckpt.class_names[i] for i in y]),
         "int8_per_device_accuracy": grouped_accuracy(y, q_clip.argmax(1), [data.devices[i] for i in val]),
         "int8_float_agreement": agreement,
-        "int8_float_patch_agreement": float((float_probs.argmax(1) == int8_probs.argmax(1)).mean()),
+        "int8_float_patch_agreement": float_int8_same / n_patches,
         "int8_builtin_float_agreement": float((f_clip.argmax(1) == b_clip.argmax(1)).mean()),
-        "int8_xnnpack_builtin_patch_agreement": float((int8_probs.argmax(1) == builtin_probs.argmax(1)).mean()),
+        "int8_xnnpack_builtin_patch_agreement": xnnpack_builtin_same / n_patches,
         "xnnpack_prepares": xnnpack_prepares(tflite_path),
         **tflm,
         "latency_ms_litert_xnnpack": round(litert_latency_ms(tflite_path, xnnpack=True), 4),
@@ -184,10 +215,93 @@ def write_npy(path: Path, array: np.ndarray) -> Path:
 TFLM_MAX_PATCHES = 400
 
 
+def _validation_patches(waveforms: Sequence[np.ndarray], val: np.ndarray, *, chunk_samples: int, hop_samples: int,
+                        group_clips: int | None = None,
+                        batch: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The raw audio patches of the clips ``waveforms[val]``, in order, in blocks of whole batches.
+
+    The clips are read ``group_clips`` (default ``VALIDATION_GROUP_CLIPS``) at a time and cut by
+    ``audio_patches``. Every block but the last holds a multiple of ``batch`` (default ``PATCH_BATCH``) patches;
+    the patches past a group's last whole batch are carried into the next block, so the blocks cut the sequence
+    of all validation patches into the same batches whatever ``group_clips`` is. A clip's patches may span two
+    blocks.
+
+    Args:
+        waveforms: Clip audio, ``(samples,)`` float32 each (a store-backed dataset reads a clip on indexing).
+        val: Positions of the validation clips in ``waveforms``, shape ``(n_val,)``, ``n_val >= 1``.
+        chunk_samples: Patch length (samples).
+        hop_samples: Patch hop (samples).
+        group_clips: Clips read at once (>= 1).
+        batch: Patches of a forward pass (>= 1).
+
+    Yields:
+        ``(chunks (n, chunk_samples) float32, owner (n,) int64)``: ``owner`` is the position in ``val`` of each
+        patch's clip.
+    """
+    group_clips = VALIDATION_GROUP_CLIPS if group_clips is None else group_clips
+    batch = PATCH_BATCH if batch is None else batch
+    held_chunks = np.zeros((0, chunk_samples), dtype=np.float32)
+    held_owner = np.zeros(0, dtype=np.int64)
+    for start in range(0, len(val), group_clips):
+        chunks, owner = audio_patches([waveforms[int(i)] for i in val[start:start + group_clips]],
+                                      chunk_samples=chunk_samples, hop_samples=hop_samples)
+        chunks = np.concatenate([held_chunks, chunks])
+        owner = np.concatenate([held_owner, owner.astype(np.int64) + start])
+        cut = len(chunks) - len(chunks) % batch
+        if cut:
+            yield chunks[:cut], owner[:cut]
+        held_chunks, held_owner = chunks[cut:].copy(), owner[cut:].copy()  # copies: free the group's block
+    if len(held_chunks):
+        yield held_chunks, held_owner
+
+
+class _ClipMeans:
+    """Clip-level mean of patch probabilities, summed block by block: the same values, bit for bit, as
+    ``clip_probabilities`` over all patches at once (float64 sums, patches added in the same order).
+
+    Args:
+        n_clips: Clips, ``owner`` values in ``[0, n_clips)``.
+        n_classes: Columns of the probabilities.
+    """
+
+    def __init__(self, n_clips: int, n_classes: int):
+        self.sums = np.zeros((n_clips, n_classes), dtype=np.float64)
+        self.counts = np.zeros(n_clips, dtype=np.int64)
+
+    def add(self, patch_probs: np.ndarray, owner: np.ndarray) -> None:
+        """Add patch probabilities ``(n, n_classes)`` of the clips ``owner`` ``(n,)``."""
+        np.add.at(self.sums, owner, patch_probs)
+        self.counts += np.bincount(owner, minlength=len(self.counts))
+
+    def means(self) -> np.ndarray:
+        """Clip probabilities ``(n_clips, n_classes)`` float64 (a clip without patches: zeros)."""
+        return self.sums / np.maximum(self.counts[:, None], 1)
+
+
+def _holds_tflm_clips(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> bool:
+    """Whether the blocks ``parts`` (``(features, owner, float probs)``, the first blocks of the validation
+    patches) hold every patch of the clips ``_tflm_check`` runs: the first ``TFLM_MAX_PATCHES`` patches and the
+    rest of the last one's clip (a later clip's patch has been seen). Short of that, the next block is needed
+    (or there is none: then the blocks hold every patch)."""
+    if not parts:
+        return False
+    owner = np.concatenate([o for _, o, _ in parts])
+    return len(owner) >= TFLM_MAX_PATCHES and owner[-1] > owner[TFLM_MAX_PATCHES - 1]
+
+
 def _tflm_check(tflite_path: Path, x_val: np.ndarray, owner: np.ndarray, f_clip: np.ndarray,
                 float_probs: np.ndarray) -> dict:
     """TFLite-Micro arena and agreement with float on the validation clips whose patches fit ``TFLM_MAX_PATCHES``
-    (the reference kernels are slow); an unsupported model is reported, not fatal."""
+    (the reference kernels are slow); an unsupported model is reported, not fatal.
+
+    Args:
+        tflite_path: The INT8 model.
+        x_val: Normalised features of the first validation patches in order, ``(n, C, F, T)``: at least every
+            patch of the clips that the first ``TFLM_MAX_PATCHES`` patches belong to (or all patches).
+        owner: Validation-clip position of each patch, ``(n,)``, non-decreasing from 0.
+        f_clip: Float clip probabilities of the validation clips, ``(n_val, K)``.
+        float_probs: Float patch probabilities of ``x_val``, ``(n, K)``.
+    """
     try:
         arena = tflm_arena_bytes(tflite_path)
         n_clips = int(owner[min(len(owner), TFLM_MAX_PATCHES) - 1]) + 1  # whole clips, about TFLM_MAX_PATCHES
