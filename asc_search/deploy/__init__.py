@@ -3,8 +3,10 @@ pass/fail lines (limits), bundles and validating a model on labelled audio."""
 
 from asc_search.deploy._bundle import choose_exports, export_and_validate, export_front, write_npy
 from asc_search.deploy._deploy import (
+    ClipMeans,
     DeployFrontend,
     TargetBudgetError,
+    audio_groups,
     evaluate_model_dir,
     export_frontend_tflite,
     load_frontend,
@@ -32,6 +34,7 @@ from asc_search.deploy._tflm import (
 from asc_search.deploy._validate import TFLiteComplexity, litert_interpreter, run_int8, tflite_complexity
 
 __all__ = [
+    "ClipMeans",
     "DeployFrontend",
     "ExportError",
     "LimitCheck",
@@ -40,6 +43,7 @@ __all__ = [
     "TFLMError",
     "TFLiteComplexity",
     "TargetBudgetError",
+    "audio_groups",
     "check_limits",
     "choose_exports",
     "describe_failures",

@@ -13,7 +13,7 @@ from asc_search._errors import UserInputError
 from asc_search._io import atomic_write, write_json, write_text
 from asc_search.constraints import Budget, count_complexity, list_devices
 from asc_search.data import DecodedDataset
-from asc_search.deploy._deploy import DeployFrontend, audio_patches, batched, softmax_rows
+from asc_search.deploy._deploy import ClipMeans, DeployFrontend, audio_patches, batched, softmax_rows
 from asc_search.deploy._export import export_int8_tflite
 from asc_search.deploy._limits import check_limits, passes
 from asc_search.deploy._tflm import (
@@ -125,7 +125,7 @@ def export_and_validate(model_pt: Path, data_by_rate: dict[int, DecodedDataset],
     # clips at a time, so that no step holds the whole split
     frontend = DeployFrontend(layout.frontend, list(norm.mean_db), list(norm.std_db)).eval()
     n_classes = ckpt.n_classes
-    f_sum, q_sum, b_sum = (_ClipMeans(len(val), n_classes) for _ in range(3))
+    f_sum, q_sum, b_sum = (ClipMeans(len(val), n_classes) for _ in range(3))
     n_patches = float_int8_same = xnnpack_builtin_same = 0
     tflm_parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (features, owner, float probs)
     for chunks, owner in _validation_patches(data.waveforms, val, chunk_samples=layout.chunk_samples,
@@ -253,29 +253,6 @@ def _validation_patches(waveforms: Sequence[np.ndarray], val: np.ndarray, *, chu
         held_chunks, held_owner = chunks[cut:].copy(), owner[cut:].copy()  # copies: free the group's block
     if len(held_chunks):
         yield held_chunks, held_owner
-
-
-class _ClipMeans:
-    """Clip-level mean of patch probabilities, summed block by block: the same values, bit for bit, as
-    ``clip_probabilities`` over all patches at once (float64 sums, patches added in the same order).
-
-    Args:
-        n_clips: Clips, ``owner`` values in ``[0, n_clips)``.
-        n_classes: Columns of the probabilities.
-    """
-
-    def __init__(self, n_clips: int, n_classes: int):
-        self.sums = np.zeros((n_clips, n_classes), dtype=np.float64)
-        self.counts = np.zeros(n_clips, dtype=np.int64)
-
-    def add(self, patch_probs: np.ndarray, owner: np.ndarray) -> None:
-        """Add patch probabilities ``(n, n_classes)`` of the clips ``owner`` ``(n,)``."""
-        np.add.at(self.sums, owner, patch_probs)
-        self.counts += np.bincount(owner, minlength=len(self.counts))
-
-    def means(self) -> np.ndarray:
-        """Clip probabilities ``(n_clips, n_classes)`` float64 (a clip without patches: zeros)."""
-        return self.sums / np.maximum(self.counts[:, None], 1)
 
 
 def _holds_tflm_clips(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> bool:

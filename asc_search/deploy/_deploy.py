@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ from torch import nn
 from asc_search._errors import UserInputError
 from asc_search._io import atomic_write, write_json, write_text
 from asc_search.constraints import get_budget
-from asc_search.data import count_patches, decode_dataset, load_manifest, pad_to_patches
+from asc_search.data import Manifest, SkippedFile, count_patches, decode_clip, load_manifest, pad_to_patches
 from asc_search.deploy._export import ExportError, _ensure_tools_on_path, _redirect_fds
 from asc_search.deploy._limits import (
     LimitCheck,
@@ -42,13 +43,16 @@ from asc_search.rundir import (
     load_checkpoint,
     load_run,
 )
-from asc_search.trainers import classification_metrics, clip_probabilities
+from asc_search.trainers import classification_metrics
 
 log = logging.getLogger(__name__)
 
 BUNDLE_FILES = ("model_int8.tflite", "frontend.tflite", "frontend.json", "labels.txt")
 FEATURE_TOLERANCE = 1e-2  # max |frontend.tflite - PyTorch| on normalised features (standard deviations)
 MIN_BUNDLE_AGREEMENT = 0.95
+AUDIO_GROUP_CLIPS = 256
+"""Clips that ``validate`` and the bundle's parity check decode and cut into patches at once: memory holds one
+group's audio, patches and features plus ``(n_clips, n_classes)`` clip sums, whatever the size of the data set."""
 
 
 class DeployFrontend(nn.Module):
@@ -195,23 +199,100 @@ def evaluate_model_dir(model_dir: Path, data_path: Path | str, *, split: str = "
             f"{labels}; validate on data with the model's classes")
     frontend, spec = load_frontend(model_dir / "frontend.json")
     rate = spec["frontend"]["sample_rate_hz"]
-    data = decode_dataset(manifest, sample_rate_hz=rate)
-    idx = np.flatnonzero(data.is_validation) if split == "validation" else np.arange(len(data.waveforms))
+    clips = [c for c in manifest.clips if split != "validation" or c.is_validation]
     chunk = int(round(spec["chunk_s"] * rate))
     hop = spec["patch_hop_frames"] * spec["frontend"]["hop_samples"]
-    chunks, owner = audio_patches([data.waveforms[i] for i in idx], chunk_samples=chunk, hop_samples=hop)
-    if (model_dir / "frontend.tflite").exists():
-        feats, used = _run_frontend_tflite(model_dir / "frontend.tflite", chunks), "frontend.tflite"
-    else:
-        feats, used = batched(frontend, chunks), "PyTorch front-end from frontend.json"
-    probs = clip_probabilities(softmax_rows(run_int8(model_dir / "model_int8.tflite", feats, xnnpack=True)), owner,
-                               len(idx))
+    tflite_frontend = (model_dir / "frontend.tflite").exists()
+    used = "frontend.tflite" if tflite_frontend else "PyTorch front-end from frontend.json"
+    probs = ClipMeans(len(clips), len(labels))
+    skipped: list[SkippedFile] = []
+    for chunks, owner in audio_groups(manifest, clips, sample_rate_hz=rate, chunk_samples=chunk, hop_samples=hop,
+                                      skipped=skipped):
+        feats = (_run_frontend_tflite(model_dir / "frontend.tflite", chunks) if tflite_frontend
+                 else batched(frontend, chunks))
+        probs.add(softmax_rows(run_int8(model_dir / "model_int8.tflite", feats, xnnpack=True)), owner)
+    kept = _kept(clips, skipped, manifest)
     # labels.txt order is the model's output order
-    name_of = {i: c for i, c in enumerate(data.class_names)}
-    y = np.array([labels.index(name_of[int(k)]) for k in data.labels[idx]])
-    m = classification_metrics(y, probs)
-    return {**m, "clips": int(len(idx)), "split": split, "classes": labels, "frontend": used,
-            "confusion_matrix": confusion_matrix(y, probs.argmax(1), labels=range(len(labels))).tolist()}
+    y = np.array([labels.index(clips[i].label) for i in kept])
+    p = probs.means()[kept]
+    m = classification_metrics(y, p)
+    return {**m, "clips": int(len(kept)), "split": split, "classes": labels, "frontend": used,
+            "skipped": [dataclasses.asdict(f) for f in skipped],
+            "confusion_matrix": confusion_matrix(y, p.argmax(1), labels=range(len(labels))).tolist()}
+
+
+class ClipMeans:
+    """Clip-level mean of patch probabilities (the seed paper's eq. 1 fusion), summed block by block: the same
+    values, bit for bit, as ``clip_probabilities`` over all patches at once (float64 sums, patches added in the
+    same order), without holding every patch's output.
+
+    Args:
+        n_clips: Clips, ``owner`` values in ``[0, n_clips)``.
+        n_classes: Columns of the probabilities.
+    """
+
+    def __init__(self, n_clips: int, n_classes: int):
+        self.sums = np.zeros((n_clips, n_classes), dtype=np.float64)
+        self.counts = np.zeros(n_clips, dtype=np.int64)
+
+    def add(self, patch_probs: np.ndarray, owner: np.ndarray) -> None:
+        """Add patch probabilities ``(n, n_classes)`` of the clips ``owner`` ``(n,)``."""
+        np.add.at(self.sums, owner, patch_probs)
+        self.counts += np.bincount(owner, minlength=len(self.counts))
+
+    def means(self) -> np.ndarray:
+        """Clip probabilities ``(n_clips, n_classes)`` float64 (a clip without patches: zeros)."""
+        return self.sums / np.maximum(self.counts[:, None], 1)
+
+
+def audio_groups(manifest: Manifest, clips: list, *, sample_rate_hz: int, chunk_samples: int, hop_samples: int,
+                 skipped: list[SkippedFile],
+                 group_clips: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Decode ``clips`` (of ``manifest``) ``group_clips`` (default ``AUDIO_GROUP_CLIPS``) at a time and yield
+    each group's raw audio patches: no step holds the audio of the whole list.
+
+    Files that cannot be decoded are appended to ``skipped`` (with their reason, as the search's preparation
+    reports them) and have no patch.
+
+    Args:
+        manifest: Where the clips come from (named in errors).
+        clips: Manifest clips to read, in order.
+        sample_rate_hz: Decoding rate (Hz).
+        chunk_samples: Patch length (samples).
+        hop_samples: Patch hop (samples).
+        skipped: Receives the files left out.
+        group_clips: Clips decoded at once (>= 1).
+
+    Yields:
+        ``(chunks (n, chunk_samples) float32, owner (n,) int64)``: ``owner`` is the position in ``clips``.
+
+    Raises:
+        UserInputError: No clip could be decoded.
+    """
+    group_clips = AUDIO_GROUP_CLIPS if group_clips is None else group_clips
+    decoded = 0
+    for start in range(0, len(clips), group_clips):
+        waves, where = [], []
+        for k, clip in enumerate(clips[start:start + group_clips], start=start):
+            mono, _, reason = decode_clip(clip.path, sample_rate_hz)
+            if mono is None:
+                skipped.append(SkippedFile(path=str(clip.path), reason=reason))
+                log.warning("skipped %s: %s", clip.path, reason)
+                continue
+            waves.append(mono)
+            where.append(k)
+        if waves:
+            decoded += len(waves)
+            chunks, owner = audio_patches(waves, chunk_samples=chunk_samples, hop_samples=hop_samples)
+            yield chunks, np.asarray(where, dtype=np.int64)[owner]
+    if not decoded:
+        raise UserInputError(f"none of the {len(clips)} clips of {manifest.source} to validate on could be decoded")
+
+
+def _kept(clips: list, skipped: list[SkippedFile], manifest: Manifest) -> np.ndarray:
+    """Positions in ``clips`` of the clips that were decoded."""
+    left_out = {f.path for f in skipped}
+    return np.asarray([i for i, c in enumerate(clips) if str(c.path) not in left_out], dtype=np.int64)
 
 
 def end_to_end_latency_ms(bundle: Path, chunk_samples: int, *, runs: int = 50, warmup: int = 5) -> float:
@@ -426,27 +507,35 @@ def _stored_failures(v: dict) -> str:
 
 
 def _bundle_parity(src: Path, dest: Path, data_path: str, frontend: DeployFrontend, spec: dict) -> dict:
-    model = load_checkpoint(src / MODEL_FILE).build_model()
-    rate = spec["frontend"]["sample_rate_hz"]
-    data = decode_dataset(load_manifest(data_path), sample_rate_hz=rate)
-    idx = np.flatnonzero(data.is_validation)
-    chunk = int(round(spec["chunk_s"] * rate))
-    hop = spec["patch_hop_frames"] * spec["frontend"]["hop_samples"]
-    chunks, owner = audio_patches([data.waveforms[i] for i in idx], chunk_samples=chunk, hop_samples=hop)
-    ref_feats = batched(frontend, chunks)
-    ref_probs = batched(model, ref_feats, softmax=True)
-    tfl_feats = _run_frontend_tflite(dest / "frontend.tflite", chunks)
-    q = clip_probabilities(softmax_rows(run_int8(dest / "model_int8.tflite", tfl_feats)), owner, len(idx))
-    f = clip_probabilities(ref_probs, owner, len(idx))
-    diff = float(np.abs(tfl_feats - ref_feats).max())
-    agreement = float((q.argmax(1) == f.argmax(1)).mean())
-    # the bundle's own figures on the validation split: what 'asc-search validate BUNDLE' prints (same pipeline)
+    """The bundle (``frontend.tflite`` + ``model_int8.tflite``) against the PyTorch front-end and float model on
+    the validation clips of ``data_path``, decoded ``AUDIO_GROUP_CLIPS`` at a time."""
     from sklearn.metrics import confusion_matrix
 
+    model = load_checkpoint(src / MODEL_FILE).build_model()
+    rate = spec["frontend"]["sample_rate_hz"]
+    manifest = load_manifest(data_path)
+    clips = [c for c in manifest.clips if c.is_validation]
     labels = [lab for lab in (dest / LABELS_FILE).read_text().split("\n") if lab]
-    y = np.array([labels.index(data.class_names[int(k)]) for k in data.labels[idx]])
-    bundle_metrics = {**classification_metrics(y, q), "clips": int(len(idx)), "split": "validation",
+    chunk = int(round(spec["chunk_s"] * rate))
+    hop = spec["patch_hop_frames"] * spec["frontend"]["hop_samples"]
+    q_sum, f_sum = ClipMeans(len(clips), len(labels)), ClipMeans(len(clips), len(labels))
+    skipped: list[SkippedFile] = []
+    diff = 0.0
+    for chunks, owner in audio_groups(manifest, clips, sample_rate_hz=rate, chunk_samples=chunk, hop_samples=hop,
+                                      skipped=skipped):
+        ref_feats = batched(frontend, chunks)
+        f_sum.add(batched(model, ref_feats, softmax=True), owner)
+        tfl_feats = _run_frontend_tflite(dest / "frontend.tflite", chunks)
+        q_sum.add(softmax_rows(run_int8(dest / "model_int8.tflite", tfl_feats)), owner)
+        diff = max(diff, float(np.abs(tfl_feats - ref_feats).max()))
+    kept = _kept(clips, skipped, manifest)
+    q, f = q_sum.means()[kept], f_sum.means()[kept]
+    agreement = float((q.argmax(1) == f.argmax(1)).mean())
+    # the bundle's own figures on the validation split: what 'asc-search validate BUNDLE' prints (same pipeline)
+    y = np.array([labels.index(clips[i].label) for i in kept])
+    bundle_metrics = {**classification_metrics(y, q), "clips": int(len(kept)), "split": "validation",
                       "classes": labels, "frontend": "frontend.tflite",
+                      "skipped": [dataclasses.asdict(s) for s in skipped],
                       "confusion_matrix": confusion_matrix(y, q.argmax(1), labels=range(len(labels))).tolist()}
     return {"bundle_metrics": bundle_metrics, "bundle_float_agreement": agreement,
             "bundle_agreement_pass": agreement >= MIN_BUNDLE_AGREEMENT, "frontend_max_abs_diff": diff,

@@ -8,9 +8,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from asc_search import UserInputError
 from asc_search.constraints import get_budget, patch_layout
-from asc_search.data import load_manifest, prepare_waveform_store
-from asc_search.deploy import _bundle
+from asc_search.data import decode_clip, load_manifest, prepare_waveform_store
+from asc_search.deploy import ClipMeans, _bundle, audio_groups
 from asc_search.deploy._deploy import audio_patches
 from asc_search.frontends import FeatureCache
 from asc_search.rundir import save_checkpoint
@@ -63,7 +64,7 @@ def test_clip_means_summed_block_by_block_equal_clip_probabilities_bit_for_bit()
     owner = np.sort(rng.integers(0, 30, size=500))
     owner[-1] = 30  # clip 29 may have no patch, clip 30 has one
     probs = rng.dirichlet(np.ones(5), size=500).astype(np.float32)
-    means = _bundle._ClipMeans(32, 5)  # clip 31 has no patch
+    means = ClipMeans(32, 5)  # clip 31 has no patch
     for s, e in [(0, 7), (7, 256), (256, 257), (257, 500)]:
         means.add(probs[s:e], owner[s:e])
     np.testing.assert_array_equal(means.means(), clip_probabilities(probs, owner, 32))
@@ -80,6 +81,34 @@ def test_tflm_blocks_are_enough_once_the_cut_clip_is_complete(monkeypatch):
     assert not _bundle._holds_tflm_clips(parts([0, 0, 1], [2, 2]))  # patch 4 is clip 2's: more of it may follow
     assert _bundle._holds_tflm_clips(parts([0, 0, 1], [2, 2, 3]))
     assert _bundle._holds_tflm_clips(parts([0, 0, 1, 1, 2]))
+
+
+def test_audio_groups_decode_a_group_at_a_time_and_count_bad_files(esc10, tmp_path):
+    """validate and the bundle's parity read clips in groups: the patches of every decodable clip in order, the
+    undecodable ones listed with their reason, never more than one group's audio at once."""
+    m = load_manifest(esc10)
+    bad = tmp_path / "broken.wav"
+    bad.write_bytes(b"RIFF not audio")
+    clips = [*m.clips[:4], replace(m.clips[4], path=bad), *m.clips[5:9]]
+    skipped = []
+    blocks = list(audio_groups(m, clips, sample_rate_hz=16000, chunk_samples=16000, hop_samples=8000,
+                               skipped=skipped, group_clips=3))
+    assert [s.path for s in skipped] == [str(bad)] and skipped[0].reason
+    good = [i for i in range(len(clips)) if i != 4]
+    want, want_owner = audio_patches([decode_clip(clips[i].path, 16000)[0] for i in good], chunk_samples=16000,
+                                     hop_samples=8000)
+    np.testing.assert_array_equal(np.concatenate([c for c, _ in blocks]), want)
+    np.testing.assert_array_equal(np.concatenate([o for _, o in blocks]), np.asarray(good)[want_owner])
+    assert len(blocks) == 3 and max(len(np.unique(o)) for _, o in blocks) <= 3
+
+
+def test_audio_groups_name_the_manifest_when_nothing_decodes(esc10, tmp_path):
+    m = load_manifest(esc10)
+    bad = tmp_path / "empty.wav"
+    bad.write_bytes(b"")
+    with pytest.raises(UserInputError, match="none of the 1 clips"):
+        list(audio_groups(m, [replace(m.clips[0], path=bad)], sample_rate_hz=16000, chunk_samples=16000,
+                          hop_samples=8000, skipped=[]))
 
 
 # --- a real export (slow) -------------------------------------------------------------------------------------
