@@ -9,7 +9,7 @@ DATA   ?= ../shared/data
 DEMO_OUT ?= runs/demo-esc10
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install demo demo-fsdd test test-fast lint clean bench
+.PHONY: install demo demo-fsdd test test-fast lint clean bench bench-scale
 
 install: $(STAMP)
 
@@ -54,6 +54,12 @@ bench:
 	$(BIN)/python bench/stages.py --epochs 15 --seeds 0,1,2 --groups augmentation,basd,cssd,pruning,pool
 	$(BIN)/python bench/stages.py --epochs 15 --seeds 0,1,2 --groups qat --name stages_qat --no-ensemble
 	$(BIN)/python bench/report.py
+
+# Data at scale (issue 15, not part of `make bench`: 20,000 clips take about 15 min here, 230,350 over an hour).
+N ?= 20000
+bench-scale:
+	test -f $(STAMP) || $(MAKE) install
+	$(BIN)/python bench/scale.py $(N) -- --sample-rates-hz 16000
 
 lint: install
 	$(BIN)/ruff check .

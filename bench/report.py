@@ -30,6 +30,33 @@ def _load_line(d: dict) -> str:
     return f"load average at the end of the run: {la[0]:.2f} / {la[1]:.2f} / {la[2]:.2f} (1/5/15 min)" if la else ""
 
 
+def scale_lines() -> list[str]:
+    """The "Data at scale" section from ``bench/results/scale-*.json`` (``bench/scale.py N``), by N; [] if none."""
+    runs = sorted((json.loads(p.read_text()) for p in RESULTS.glob("scale-*.json")), key=lambda d: d["n_clips"])
+    if not runs:
+        return []
+    out = ["## Data at scale (issue 15)", "",
+           "`bench/scale.py N`: a TAU22-layout set of N one-second 44.1 kHz clips cut from ESC-10, a 2-trial, "
+           "1-epoch search from a fresh `--cache` (the run prepares its waveform store). Peak memory in use of the "
+           "whole process tree (driver, Ray's processes and workers, object store), sampled every 0.5 s, page cache "
+           "of the memory-mapped store excluded. Throughput: files -> waveform store (Ray Data) -> log-mel feature "
+           "store, against the bare nnAudio log-mel front-end on the same clips already in memory.", "",
+           "| clips | peak memory in use | driver | largest worker | preparation (clips/s) | pipeline / bare "
+           "front-end | store on disk | wall: preparation / search / rest | bad files listed |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for d in runs:
+        se, th, bad = d["search"], d["throughput"], d.get("bad")
+        prep = ", ".join(f"{s.get('clips_per_s', 0):,.0f} at {s['sample_rate_hz']} Hz" for s in se["stores"])
+        listed = f"{bad['listed']} of {bad['planted']}" if bad else "-"
+        out.append(f"| {d['n_clips']:,} | {se['peak_tree_bytes'] / 1e9:.2f} GB | {se['peak_driver_bytes'] / 1e9:.2f} GB "
+                   f"| {se['peak_child_bytes'] / 1e9:.2f} GB | {prep} | {th['ratio_pipeline_to_kernel']:.2f} "
+                   f"({th['pipeline_clips_per_s']:,.0f} / {th['kernel_clips_per_s']:,.0f} clips/s over {th['clips']:,} "
+                   f"clips) | {d['store_bytes'] / 1e9:.2f} GB | {se['preparation_s']:.0f} / {se['search_s']:.0f} / "
+                   f"{se['rest_s']:.0f} s | {listed} |")
+    out += [""] + [f"Command: `{d['command']}` ({d['date']}; {_load_line(d)})." for d in runs] + [""]
+    return out
+
+
 def main() -> int:
     m = machine()
     out: list[str] = []
@@ -156,6 +183,8 @@ def main() -> int:
         c = fe["cache"]
         out += ["", f"Feature cache: first trial {c['first_trial_s']:.3f} s (computes), second "
                 f"{c['second_trial_s']:.4f} s (memory-mapped load): speed-up {c['speed_up']:.0f}×.", ""]
+
+    out += scale_lines()
 
     for title, st in (("## Training stages (issue 5)", _load("stages")),
                       ("### Quantisation-aware training vs post-training quantisation", _load("stages_qat"))):

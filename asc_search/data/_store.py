@@ -80,6 +80,8 @@ class DecodedDataset:
         sample_rate_hz: Sample rate of every waveform.
         skipped: Files left out, with reasons.
         native_rates_hz: Count of files per native sample rate.
+        other_rate: Kept files whose native rate differs from the set's most common one (resampled, listed
+            so that a stray 22.05 kHz file in a 44.1 kHz set is seen): ``{"path", "native_rate_hz", "reason"}``.
         cities: City per clip ("" when unknown); empty when built without cities.
         store: ``(store folder, view)`` when the waveforms are memory-mapped from a waveform store
             (``prepare_waveform_store``); such a dataset pickles as this pair, so no audio is copied.
@@ -96,6 +98,7 @@ class DecodedDataset:
     sample_rate_hz: int
     skipped: list[SkippedFile] = field(default_factory=list)
     native_rates_hz: dict[int, int] = field(default_factory=dict)
+    other_rate: list[dict] = field(default_factory=list)
     cities: list[str] = field(default_factory=list)
     store: tuple[str, str] | None = None
     stored_fingerprint: str = ""
@@ -144,6 +147,8 @@ class DecodedDataset:
                            "max": float(durations.max())},
             "skipped_files": len(self.skipped),
             "skipped": [{"path": s.path, "reason": s.reason} for s in self.skipped],
+            "other_rate_files": len(self.other_rate),
+            "other_rate": list(self.other_rate),
         }
 
 
@@ -316,6 +321,7 @@ def _write_index(root: Path, manifest: Manifest, sample_rate_hz: int, *, n_shard
     shard, start, length, position = [], [], [], []
     skipped: list[dict] = []
     native: Counter = Counter()
+    kept_rates: list[int] = []
     i = 0
     for k in range(n_shards):
         meta = json.loads(_shard_paths(root, k)[1].read_text())
@@ -329,6 +335,7 @@ def _write_index(root: Path, manifest: Manifest, sample_rate_hz: int, *, n_shard
                 length.append(n)
                 position.append(i)
                 native[rate] += 1
+                kept_rates.append(int(rate))
                 offset += n
             i += 1
     if i != len(manifest.clips):
@@ -338,6 +345,13 @@ def _write_index(root: Path, manifest: Manifest, sample_rate_hz: int, *, n_shard
     if not position:
         raise UserInputError(f"none of the {len(manifest.clips)} clips of {manifest.source} could be decoded "
                              f"({skipped[0]['reason'] if skipped else 'no clips'}); check the paths in the manifest")
+    common_rate = native.most_common(1)[0][0]
+    other_rate = [{"path": str(manifest.clips[j].path), "native_rate_hz": r,
+                   "reason": f"native rate {r} Hz where {native[common_rate]:,} of {len(position):,} files are "
+                             f"{common_rate} Hz; resampled and kept"}
+                  for j, r in zip(position, kept_rates, strict=True) if r != common_rate]
+    for o in other_rate:
+        log.warning("%s: %s", o["path"], o["reason"])
     atomic_write(root / INDEX_FILE, lambda p: _save_npz(p, shard=np.asarray(shard, np.int32),
                                                          start=np.asarray(start, np.int64),
                                                          length=np.asarray(length, np.int64),
@@ -345,7 +359,7 @@ def _write_index(root: Path, manifest: Manifest, sample_rate_hz: int, *, n_shard
     write_json(root / STORE_FILE, {"version": STORE_VERSION, "sample_rate_hz": int(sample_rate_hz),
                                    "clips": len(manifest.clips), "kept_clips": len(position), "shards": n_shards,
                                    "native_rates_hz": {str(k): v for k, v in sorted(native.items())},
-                                   "skipped": skipped})
+                                   "skipped": skipped, "other_rate": other_rate})
 
 
 def _write_view(root: Path, manifest: Manifest) -> str:
@@ -396,7 +410,8 @@ def open_waveform_store(root: str | os.PathLike, view: str) -> DecodedDataset:
         paths=StoredStrings(v, "path"), class_names=tuple(meta["class_names"]),
         sample_rate_hz=int(store["sample_rate_hz"]),
         skipped=[SkippedFile(path=s["path"], reason=s["reason"]) for s in store["skipped"]],
-        native_rates_hz={int(k): n for k, n in store["native_rates_hz"].items()}, cities=StoredStrings(v, "city"),
+        native_rates_hz={int(k): n for k, n in store["native_rates_hz"].items()},
+        other_rate=store.get("other_rate", []), cities=StoredStrings(v, "city"),
         store=(str(root), view), stored_fingerprint=meta["fingerprint"],
     )
 

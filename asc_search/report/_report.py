@@ -142,7 +142,11 @@ def _data_lines(run: LoadedRun) -> list[str]:
              f"- split: {ds.get('split_rule', '')}; layout {ds.get('layout', '')}; "
              f"clips left out by the layout: {ds.get('left_out_clips', 0)}",
              f"- skipped files: {ds.get('skipped_files', 0)}"]
-    return lines + [f"  - `{s['path']}`: {s['reason']}" for s in ds.get("skipped", [])]
+    lines += [f"  - `{s['path']}`: {s['reason']}" for s in ds.get("skipped", [])]
+    if ds.get("other_rate_files"):
+        lines.append(f"- files at another native rate (resampled, kept): {ds['other_rate_files']}")
+        lines += [f"  - `{o['path']}`: {o['reason']}" for o in ds.get("other_rate", [])]
+    return lines
 
 
 def _front_lines(front: list[dict], knee: str | None) -> list[str]:

@@ -166,3 +166,100 @@ def _write_tsv(path: Path, header: tuple[str, ...], rows: list[tuple]) -> None:
         w = csv.writer(f, delimiter="\t", lineterminator="\n")
         w.writerow(header)
         w.writerows(rows)
+
+
+BAD_KINDS = ("corrupt", "truncated", "empty", "other_rate", "missing")
+"""The kinds of bad file ``build_tau22_scale_fixture`` plants: random bytes, a WAV cut inside its header, a file of
+0 bytes, a WAV at 22,050 Hz (a rate the set does not have), and a listed file that does not exist."""
+
+
+def build_tau22_scale_fixture(root: Path, esc10: Path, n_clips: int, *, sample_rate_hz: int = 44_100,
+                              bad_fraction: float = 0.0, seed: int = 0) -> dict:
+    """Write a TAU22-layout set of ``n_clips`` one-second clips into ``root``, cut from the real ESC-10 audio,
+    at the size users have (``bench/scale.py``, the memory tests).
+
+    The 10 scenes take the audible 1-s pieces of the 10 ESC-10 classes (train pieces from ESC folds 1-2, evaluate
+    pieces from fold 3, as ``build_tau22_fixture``); clip ``k`` of a split repeats piece ``k % pieces`` of its
+    scene with device ``k``'s colouring (``a``, ``b``, ``c`` in train; also ``s1``, ``s2`` in evaluate), a gain
+    that varies with ``k``, and city ``k % 10``. The split is TAU22's: 139,620 / 169,300 of the clips in
+    ``fold1_train.csv``, the rest in ``fold1_evaluate.csv``. The WAVs are 16-bit PCM (TAU22: 24-bit; 1 s at
+    44.1 kHz is 88 KB here, so 230,350 clips take about 20 GB: use a folder outside the repository and delete it).
+
+    Args:
+        root: Folder to write into (created).
+        esc10: The ``esc10-dev`` folder.
+        n_clips: Clips listed in the two setup files (>= 20).
+        sample_rate_hz: Rate of the WAV files (TAU22: 44,100).
+        bad_fraction: Share of the listed clips replaced by a bad file, the kinds of ``BAD_KINDS`` in turn.
+        seed: Which clips are bad.
+
+    Returns:
+        ``{"root", "clips", "train", "evaluate", "bad": {path: kind}, "bytes"}``.
+
+    Raises:
+        ValueError: ``n_clips`` < 20 or ``bad_fraction`` outside [0, 0.5].
+    """
+    if n_clips < 20 or not 0 <= bad_fraction <= 0.5:
+        raise ValueError(f"need n_clips >= 20 and 0 <= bad_fraction <= 0.5, got {n_clips}, {bad_fraction}")
+    with open(esc10 / "metadata.csv", newline="") as f:
+        esc_rows = list(csv.DictReader(f))
+    n_train = round(n_clips * 139_620 / 169_300)
+    counts = {False: n_train, True: n_clips - n_train}
+    piece = ESC10_RATE_HZ
+    (root / "audio").mkdir(parents=True, exist_ok=True)
+    meta, listed = [], {False: [], True: []}
+    n_scenes = len(SCENE_OF_ESC_CLASS)
+    written = 0
+    for s, (esc_class, scene) in enumerate(SCENE_OF_ESC_CLASS.items()):
+        recordings = [r for r in esc_rows if r["label"] == esc_class]
+        for is_eval in (False, True):
+            rows = [r for r in recordings if (r["fold"] == "3") == is_eval]
+            pieces = [w for _, _, w in _loudest_pieces(esc10, rows, 10 ** 9, piece)]
+            devices = EVALUATE_DEVICES if is_eval else TRAIN_DEVICES
+            bank = {(d, p): _resampled(_colour(w, d), sample_rate_hz) for d in devices for p, w in enumerate(pieces)}
+            n_here = counts[is_eval] // n_scenes + (s < counts[is_eval] % n_scenes)
+            for k in range(n_here):
+                device, city = devices[k % len(devices)], CITIES[k % len(CITIES)]
+                wave = bank[(device, k % len(pieces))] * np.float32(0.5 + 0.5 * ((k * 7919) % 97) / 96)
+                name = f"audio/{scene}-{city}-{s}{k // 1000}-{k}-{int(is_eval)}-{device}.wav"
+                sf.write(root / name, wave, sample_rate_hz, subtype="PCM_16")
+                written += 1
+                meta.append((name, scene, f"{city}-{s}{k // 1000}", device))
+                listed[is_eval].append((name, scene))
+    bad = _plant_bad_files(root, [n for split in listed.values() for n, _ in split], bad_fraction, seed)
+    setup = root / "evaluation_setup"
+    setup.mkdir(exist_ok=True)
+    _write_tsv(root / "meta.csv", ("filename", "scene_label", "identifier", "source_label"), sorted(meta))
+    _write_tsv(setup / "fold1_train.csv", ("filename", "scene_label"), sorted(listed[False]))
+    _write_tsv(setup / "fold1_evaluate.csv", ("filename", "scene_label"), sorted(listed[True]))
+    _write_tsv(setup / "fold1_test.csv", ("filename",), sorted((n,) for n, _ in listed[True]))
+    size = sum(p.stat().st_size for p in (root / "audio").iterdir())
+    return {"root": root, "clips": written, "train": len(listed[False]), "evaluate": len(listed[True]),
+            "bad": bad, "bytes": size}
+
+
+def _resampled(wave: np.ndarray, sample_rate_hz: int) -> np.ndarray:
+    if sample_rate_hz != ESC10_RATE_HZ:
+        wave = soxr.resample(wave, ESC10_RATE_HZ, sample_rate_hz, quality="HQ")
+    return np.clip(wave, -1.0, 1.0).astype(np.float32)
+
+
+def _plant_bad_files(root: Path, names: list[str], fraction: float, seed: int) -> dict[str, str]:
+    """Replace ``fraction`` of ``names`` by bad files, the kinds of ``BAD_KINDS`` in turn; ``{path: kind}``."""
+    rng = np.random.default_rng(seed)
+    chosen = rng.permutation(len(names))[:int(round(fraction * len(names)))]
+    bad = {}
+    for j, i in enumerate(sorted(chosen)):
+        path, kind = root / names[i], BAD_KINDS[j % len(BAD_KINDS)]
+        if kind == "corrupt":
+            path.write_bytes(rng.integers(0, 256, 4096, dtype=np.uint8).tobytes())
+        elif kind == "truncated":
+            path.write_bytes(path.read_bytes()[:30])
+        elif kind == "empty":
+            path.write_bytes(b"")
+        elif kind == "other_rate":
+            sf.write(path, np.zeros(22_050, dtype=np.float32) + 0.01, 22_050, subtype="PCM_16")
+        else:
+            path.unlink()
+        bad[str(path)] = kind
+    return bad

@@ -154,3 +154,31 @@ def test_bad_files_are_counted_with_their_reasons_and_nothing_else_is_lost(esc10
     assert data.native_rates_hz == {16000: len(names) - len(bad) - 1, 8000: 1}
     kept = [Path(p).name for p in data.paths]
     assert Path(other_rate).name in kept and len(data.waveforms[kept.index(Path(other_rate).name)]) > 0
+    # ... and listed with its reason, in the report's data section too
+    assert [(Path(o["path"]).name, o["native_rate_hz"]) for o in data.other_rate] == [(Path(other_rate).name, 8000)]
+    assert "resampled and kept" in data.other_rate[0]["reason"]
+    assert data.summary()["other_rate_files"] == 1
+
+
+@pytest.mark.slow
+def test_a_tau22_layout_set_with_one_percent_bad_files_lists_each_and_loses_nothing_else(esc10, tmp_path):
+    """Issue 15's bad-input point at 2,000 clips (``bench/scale.py --bad-fraction 0.01`` runs it at 20,000):
+    corrupt, truncated, empty, other-rate and missing files in turn, each counted and listed with its reason."""
+    from tests.data.tau22_fixture import build_tau22_scale_fixture
+
+    fx = build_tau22_scale_fixture(tmp_path / "tau22", esc10, 2000, bad_fraction=0.01)
+    assert len(fx["bad"]) == 20
+    manifest = load_manifest(fx["root"])
+    data = prepare_waveform_store(manifest, sample_rate_hz=16_000, cache_dir=tmp_path / "cache", shard_clips=256)
+    skipped = {s.path: s.reason for s in data.skipped}
+    other = {o["path"]: o["reason"] for o in data.other_rate}
+    expected = {"corrupt": "cannot decode", "truncated": "cannot decode", "empty": "cannot decode",
+                "missing": "file not found"}
+    for path, kind in fx["bad"].items():
+        if kind == "other_rate":
+            assert path in other and "22050 Hz" in other[path], path
+        else:
+            assert skipped[str(path)].startswith(expected[kind]), (path, kind, skipped.get(str(path)))
+    assert set(skipped) | set(other) == set(fx["bad"])  # nothing else is skipped or flagged
+    assert len(data.waveforms) == 2000 - len(skipped)  # every other clip is kept
+    assert data.native_rates_hz == {44_100: 2000 - len(skipped) - len(other), 22_050: len(other)}
