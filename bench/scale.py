@@ -1,6 +1,7 @@
 """Scale (issue 15): a TAU22-layout data set of N one-second 44.1 kHz clips, prepared and searched on this machine.
 
-Run: ``.venv/bin/python bench/scale.py N [--work DIR] [--bad-fraction 0.01] [--trials 2] [--epochs 1]``
+Run: ``.venv/bin/python bench/scale.py N [--work DIR] [--bad-fraction 0.01] [--trials 2] [--epochs 1] [-- ASC-SEARCH
+OPTIONS]``
 (prints the figures, writes ``bench/results/scale-N.json``; BENCHMARKS.md's "Data at scale" table reads them).
 
 1. Builds the set into ``--work`` (default: a new folder under the system's temporary directory, outside the
@@ -72,7 +73,8 @@ def _search(data: Path, work: Path, args) -> dict:
             "rest_s": wall - prep["seconds"] - search_s, "stores": prep["stores"],
             "peak_tree_bytes": mem.peak_tree, "peak_driver_bytes": mem.peak_root,
             "peak_child_bytes": mem.peak_child, "baseline_tree_bytes": mem.baseline_tree, "samples": mem.samples,
-            "cache_bytes": {p.name: _du(p) for p in sorted(cache.iterdir())} if cache.exists() else {},
+            "cache_bytes": {"waveform store": _du(cache / "waves"),
+                            "features": sum(p.stat().st_size for p in cache.glob("*.npy"))} if cache.exists() else {},
             "data_report": {k: report[k] for k in ("clips", "train_clips", "validation_clips", "skipped_files",
                                                    "other_rate_files", "sample_rate_hz") if k in report},
             "skipped": report.get("skipped", []), "other_rate": report.get("other_rate", []), "log": str(log_path)}
@@ -139,9 +141,10 @@ def main() -> int:
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--reference-clips", type=int, default=2000, help="clips of the throughput comparison")
     p.add_argument("--keep", action="store_true", help="keep the work folder")
-    p.add_argument("extra", nargs=argparse.REMAINDER, help="after --: more asc-search options")
-    args = p.parse_args()
-    args.extra = [a for a in args.extra if a != "--"]
+    argv = sys.argv[1:]
+    cut = argv.index("--") if "--" in argv else len(argv)
+    args = p.parse_args(argv[:cut])
+    args.extra = argv[cut + 1:]  # after --: more asc-search options
     work = Path(args.work).resolve() if args.work else Path(tempfile.mkdtemp(prefix="asc-scale-"))
     if work == REPO or REPO in work.parents:
         sys.exit(f"--work {work} is inside the repository; give a folder outside it")
