@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -40,6 +39,7 @@ from _common import DATA, REPO, command_line, write_result  # noqa: I001 - sets 
 
 from tests._memory import TreeMemorySampler
 from tests.data.tau22_fixture import build_tau22_scale_fixture
+from tests.search._cluster_util import env
 
 GB = 1e9
 
@@ -55,10 +55,9 @@ def _search(data: Path, work: Path, args) -> dict:
     cmd = [sys.executable, "-m", "asc_search.cli", "--data", str(data), "--budget", "dcase2022",
            "--trials", str(args.trials), "--epochs", str(args.epochs), "--sampler", "random", "--seed", "0",
            "--out", str(run), "--cache", str(cache), *args.extra]
-    env = {**os.environ, "PATH": f"{REPO / '.venv' / 'bin'}{os.pathsep}{os.environ['PATH']}", "PYTHONUNBUFFERED": "1"}
     t0 = time.perf_counter()
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, cwd=work, env=env(), stdout=log, stderr=subprocess.STDOUT)
         with TreeMemorySampler(proc.pid, interval_s=0.5) as mem:
             rc = proc.wait()
     wall = time.perf_counter() - t0
