@@ -141,9 +141,7 @@ def compute_clip_features(data: DecodedDataset, layout: PatchLayout, *, batch_cl
                           out: str | Path | None = None, device: str = "cpu") -> ClipFeatures:
     """Compute the static spectrogram of every (padded) clip with the layout's front-end, in bounded memory.
 
-    Clips go through the front-end's ``static_features`` (``forward``'s numbers; log-mel and gammatone compute the
-    STFT by FFT, 4-15x faster than nnAudio's convolution) in batches of ``batch_clips`` (sorted by length, so a
-    batch pads little);
+    Clips go through the front-end in batches of ``batch_clips`` (sorted by length, so a batch pads little);
     only one batch of waveforms is read at a time (a store-backed dataset reads them from its memory-mapped
     shards), and the features are written into ``out`` (a memory-mapped ``.npy`` file) when it is given.
 
@@ -180,7 +178,7 @@ def compute_clip_features(data: DecodedDataset, layout: PatchLayout, *, batch_cl
             for r, i in enumerate(idx):
                 batch[r, :padded_lengths[i]] = pad_to_patches(np.asarray(data.waveforms[int(i)], dtype=np.float32),
                                                               chunk_samples=chunk, patch_hop_samples=hop)
-            mel = frontend.static_features(torch.from_numpy(batch).to(device)).cpu().numpy()
+            mel = frontend(torch.from_numpy(batch).to(device)).cpu().numpy()
             if features is None:
                 shape = (mel.shape[1], int(offsets[-1]))
                 features = (np.lib.format.open_memmap(out, mode="w+", dtype=np.float16, shape=shape)

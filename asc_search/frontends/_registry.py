@@ -235,43 +235,6 @@ class Frontend(nn.Module):
         """``10 log10(max(power, amin))``."""
         return 10.0 * torch.log10(torch.clamp(power, min=self.config.amin))
 
-    def static_features(self, waveform: torch.Tensor) -> torch.Tensor:
-        """The same numbers as ``forward``, computed the fastest way this kind knows (the feature store's path).
-
-        ``forward`` is what a model and ``frontend.tflite`` run; a kind may evaluate the same transform another way
-        here (log-mel and gammatone: the STFT by FFT instead of nnAudio's convolution, equal to float32 rounding,
-        see :func:`stft_power`). Default: ``forward``.
-
-        Args:
-            waveform: ``(batch, samples)`` float audio.
-
-        Returns:
-            ``(batch, n_bins, frames)`` in dB, as ``forward``.
-        """
-        return self(waveform)
-
-
-def stft_power(stft: nn.Module, waveform: torch.Tensor) -> torch.Tensor:
-    """The power spectrogram an nnAudio ``STFT`` module (``center=False``, linear bins) computes, by FFT.
-
-    nnAudio evaluates the STFT as two ``conv1d`` with ``n_fft``-wide sine and cosine kernels (it exports to ONNX
-    and TFLite that way); the same discrete Fourier transform of the same windowed frames by ``torch.fft.rfft``
-    costs ``O(n_fft log n_fft)`` per frame instead of ``O(n_fft**2)`` (4-15x faster on a CPU thread, measured with
-    ``n_fft`` 1024-2048). The window is the module's own (its cosine kernel's zero-frequency row), so the result
-    equals the module's ``Magnitude ** 2`` to float32 rounding.
-
-    Args:
-        stft: nnAudio ``STFT`` built with ``center=False`` and ``freq_scale="no"``.
-        waveform: ``(batch, samples)`` float audio, ``samples >= n_fft``.
-
-    Returns:
-        ``(batch, n_fft // 2 + 1, frames)`` power, ``frames = (samples - n_fft) // hop + 1``.
-    """
-    window = stft.wcos[0, 0, :]  # cos(0) = 1: the (zero-padded) analysis window
-    frames = waveform.unfold(-1, window.shape[0], stft.stride) * window  # (batch, frames, n_fft)
-    spectrum = torch.fft.rfft(frames, dim=-1)[..., :stft.wcos.shape[0]]
-    return (spectrum.real.square() + spectrum.imag.square()).transpose(1, 2)
-
 
 FRONTENDS: NamedRegistry[type[Frontend]] = NamedRegistry("front-end kind", valid_label="registered")
 """The front-end registry: ``Frontend`` subclasses by kind."""
@@ -375,10 +338,6 @@ class LogMelFrontend(Frontend):
         """``(batch, samples)`` float audio -> ``(batch, n_bins, frames)`` log-mel in dB."""
         return self.to_db(self.mel(waveform))
 
-    def static_features(self, waveform: torch.Tensor) -> torch.Tensor:
-        """``forward``'s numbers with the STFT by FFT (:func:`stft_power`)."""
-        return self.to_db(torch.matmul(self.mel.mel_basis, stft_power(self.mel.stft, waveform)))
-
 
 @register_frontend("gammatone")
 class GammatoneFrontend(Frontend):
@@ -399,10 +358,6 @@ class GammatoneFrontend(Frontend):
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         """``(batch, samples)`` float audio -> ``(batch, n_bins, frames)`` log-gammatone in dB."""
         return self.to_db(self.gammatone(waveform))
-
-    def static_features(self, waveform: torch.Tensor) -> torch.Tensor:
-        """``forward``'s numbers with the STFT by FFT (:func:`stft_power`)."""
-        return self.to_db(torch.matmul(self.gammatone.gammatone_basis, stft_power(self.gammatone.stft, waveform)))
 
 
 def cqt_kernel_samples(*, sample_rate_hz: int, f_min_hz: float, n_bins: int, bins_per_octave: int) -> int:
