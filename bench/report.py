@@ -54,6 +54,11 @@ def scale_lines() -> list[str]:
                    f"clips) | {d['store_bytes'] / 1e9:.2f} GB | {se['preparation_s']:.0f} / {se['search_s']:.0f} / "
                    f"{se['rest_s']:.0f} s | {listed} |")
     out += [""] + [f"Command: `{d['command']}` ({d['date']}; {_load_line(d)})." for d in runs] + [""]
+    if len(runs) > 1:
+        small, large = runs[0], runs[-1]
+        growth = large["search"]["peak_tree_bytes"] / small["search"]["peak_tree_bytes"]
+        out += [f"Peak memory in use at {large['n_clips']:,} clips is {large['search']['peak_tree_bytes'] / 1e9:.2f} GB, "
+                f"{growth:.2f}x that at {small['n_clips']:,} clips (issue 15's bounds: at most 1.5x and 6 GB).", ""]
     return out
 
 
