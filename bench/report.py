@@ -54,6 +54,26 @@ def scale_lines() -> list[str]:
                    f"clips) | {d['store_bytes'] / 1e9:.2f} GB | {se['preparation_s']:.0f} / {se['search_s']:.0f} / "
                    f"{se['rest_s']:.0f} s | {listed} |")
     out += [""] + [f"Command: `{d['command']}` ({d['date']}; {_load_line(d)})." for d in runs] + [""]
+    out += ["Throughput on the first clips of each set, in one process after the run (clips/s; the ceiling is what this "
+            "machine's CPUs allow any pipeline against the bare front-end: decode + resample + the front-end's CPU time, "
+            "spread over all CPUs; the bare loop reads the same files through the same front-end in one process, "
+            "without Ray, store or feature file):", "",
+            "| clips | reference clips | pipeline | store alone | features alone | bare front-end (kernel) | pipeline / "
+            "kernel | ceiling / kernel | decode + resample, ms CPU per clip | bare loop | pipeline / bare loop |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for d in runs:
+        th = d["throughput"]
+        if "bare_loop_clips_per_s" not in th:
+            out.append(f"| {d['n_clips']:,} | {th['clips']:,} | {th['pipeline_clips_per_s']:,.0f} | "
+                       f"{th['store_clips_per_s']:,.0f} | - | {th['kernel_clips_per_s']:,.0f} | "
+                       f"{th['ratio_pipeline_to_kernel']:.2f} | - | - | - | - |")
+            continue
+        out.append(f"| {d['n_clips']:,} | {th['clips']:,} | {th['pipeline_clips_per_s']:,.0f} | "
+                   f"{th['store_clips_per_s']:,.0f} | {th['features_clips_per_s']:,.0f} | "
+                   f"{th['kernel_clips_per_s']:,.0f} | {th['ratio_pipeline_to_kernel']:.2f} | "
+                   f"{th['ceiling_ratio_to_kernel']:.2f} | {th['decode_resample_ms_per_clip']:.2f} | "
+                   f"{th['bare_loop_clips_per_s']:,.0f} | {th['ratio_pipeline_to_bare_loop']:.2f} |")
+    out.append("")
     if len(runs) > 1:
         small, large = runs[0], runs[-1]
         growth = large["search"]["peak_tree_bytes"] / small["search"]["peak_tree_bytes"]
