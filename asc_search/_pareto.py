@@ -1,17 +1,28 @@
-"""Pareto front of (accuracy max, MACs min, INT8 bytes min), and its hypervolume."""
+"""Pareto front of (accuracy max, MACs min, INT8 bytes min), and its exact hypervolume (both from moocore:
+López-Ibáñez et al., moocore: Core Algorithms for Multi-Objective Optimization)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import moocore
 import numpy as np
 
 
+def _senses(senses: Sequence[str], n_objectives: int) -> list[bool]:
+    """``maximise`` flags of ``senses``; ValueError for an unknown sense or a length that does not match."""
+    if any(s not in ("max", "min") for s in senses):
+        raise ValueError(f"senses must be 'max' or 'min', got {list(senses)}")
+    if n_objectives != len(senses):
+        raise ValueError(f"points have {n_objectives} objectives, senses {len(senses)}")
+    return [s == "max" for s in senses]
+
+
 def pareto_front(points: Sequence[Sequence[float]], senses: Sequence[str]) -> list[int]:
-    """Indices of the non-dominated points.
+    """Indices of the non-dominated points (moocore's ``is_nondominated``).
 
     A point dominates another when it is at least as good in every objective and better in one.
-    Duplicate points are all kept.
+    Duplicate points are all kept (``keep_weakly``).
 
     Args:
         points: Shape ``(n, m)``: objective values.
@@ -28,30 +39,60 @@ def pareto_front(points: Sequence[Sequence[float]], senses: Sequence[str]) -> li
     if len(points) == 0:
         return []
     p = np.asarray(points, dtype=np.float64)
-    if p.shape[1] != len(senses):
-        raise ValueError(f"points have {p.shape[1]} objectives, senses {len(senses)}")
-    sign = np.array([-1.0 if s == "max" else 1.0 for s in senses])
-    q = p * sign  # all minimised
-    front = []
-    for i in range(len(q)):
-        dominated = np.any(np.all(q <= q[i], axis=1) & np.any(q < q[i], axis=1))
-        if not dominated:
-            front.append(i)
-    return front
+    keep = moocore.is_nondominated(p, maximise=_senses(senses, p.shape[1]), keep_weakly=True)
+    return [int(i) for i in np.flatnonzero(keep)]
 
 
-def hypervolume_2d(points: Sequence[tuple[float, float]], reference: tuple[float, float]) -> float:
-    """Hypervolume of (accuracy max, cost min) points against ``reference`` = (min accuracy, max cost).
+def hypervolume(points: Sequence[Sequence[float]], reference: Sequence[float], senses: Sequence[str]) -> float:
+    """Exact hypervolume of ``points`` against ``reference`` (moocore; any number of objectives).
 
-    Points worse than the reference in either objective contribute nothing.
+    The volume of the region that some point dominates and that dominates the reference; points that do not
+    dominate the reference contribute nothing.
+
+    Args:
+        points: Shape ``(n, m)``: objective values.
+        reference: Shape ``(m,)``: the worst value counted in each objective.
+        senses: ``"max"`` or ``"min"`` per objective.
+
+    Returns:
+        The hypervolume, in the product of the objectives' units (0.0 without points).
+
+    Raises:
+        ValueError: An unknown sense, or lengths that differ.
     """
-    pts = sorted((c, a) for a, c in points if a > reference[0] and c < reference[1])
-    hv, best_acc = 0.0, reference[0]
-    for i, (c, a) in enumerate(pts):
-        best_acc = max(best_acc, a)
-        next_c = pts[i + 1][0] if i + 1 < len(pts) else reference[1]
-        hv += (next_c - c) * (best_acc - reference[0])
-    return hv
+    maximise = _senses(senses, len(reference))
+    if len(points) == 0:
+        return 0.0
+    p = np.asarray(points, dtype=np.float64)
+    if p.shape[1] != len(reference):
+        raise ValueError(f"points have {p.shape[1]} objectives, the reference {len(reference)}")
+    return float(moocore.hypervolume(p, ref=np.asarray(reference, dtype=np.float64), maximise=maximise))
+
+
+def normalised_hypervolume(points: Sequence[tuple[float, float, float]], *, max_macs: float,
+                           max_int8_bytes: float) -> float:
+    """Exact 3-D hypervolume of (accuracy max, MACs min, INT8 bytes min) points as a fraction of the box
+    ``[0, 1] x [0, max_macs] x [0, max_int8_bytes]`` (the budget's limits), in [0, 1].
+
+    Reference point: accuracy 0, ``max_macs``, ``max_int8_bytes``; a point over a limit counts nothing. 1.0 would
+    be a model of accuracy 1 at no cost.
+
+    Raises:
+        ValueError: A limit that is not positive.
+    """
+    if max_macs <= 0 or max_int8_bytes <= 0:
+        raise ValueError(f"hypervolume limits must be > 0, got max_macs={max_macs}, max_int8_bytes={max_int8_bytes}")
+    scaled = [(a, m / max_macs, b / max_int8_bytes) for a, m, b in points]
+    return hypervolume(scaled, (0.0, 1.0, 1.0), ("max", "min", "min"))
+
+
+def hypervolume_limits(points: Sequence[tuple[float, float, float]], max_macs: float | None,
+                       max_int8_bytes: float | None) -> tuple[float, float]:
+    """The (MACs, INT8 bytes) reference of a hypervolume: the budget's limits, or 1.1x the largest value among
+    ``points`` where the budget sets none (1.0 without points)."""
+    macs = float(max_macs) if max_macs else 1.1 * max((p[1] for p in points), default=1.0 / 1.1)
+    nbytes = float(max_int8_bytes) if max_int8_bytes else 1.1 * max((p[2] for p in points), default=1.0 / 1.1)
+    return macs, nbytes
 
 
 def knee_point(points: Sequence[tuple[float, float]]) -> int | None:

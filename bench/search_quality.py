@@ -41,37 +41,10 @@ from pathlib import Path
 import numpy as np
 from _common import DATA, REPO, RESULTS, command_line, spread, write_result  # noqa: I001 - sets sys.path
 
+from asc_search._pareto import normalised_hypervolume
+
 SEARCHERS = ("mo_tpe", "random", "so_tpe")
 REFERENCES = ("dcase2022_baseline", "lowcomplexity_cnn")
-
-
-# ---------------------------------------------------------------- hypervolume
-def _hv2d(points: list[tuple[float, float]], ref: tuple[float, float]) -> float:
-    """Area dominated by minimisation points in 2-D, up to ``ref``."""
-    pts = sorted(p for p in points if p[0] < ref[0] and p[1] < ref[1])
-    area, best_y = 0.0, ref[1]
-    for x, y in pts:
-        if y < best_y:
-            nxt = ref[0]
-            area += (nxt - x) * (best_y - y)
-            best_y = y
-    return area
-
-
-def hv3d(points: list[tuple[float, float, float]], ref: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> float:
-    """Exact hypervolume dominated by minimisation points in 3-D, up to ``ref`` (slicing along the 3rd axis)."""
-    pts = sorted(p for p in points if all(a < r for a, r in zip(p, ref, strict=True)))
-    if not pts:
-        return 0.0
-    zs = sorted({p[2] for p in pts}) + [ref[2]]
-    vol = 0.0
-    for z0, z1 in itertools.pairwise(zs):
-        vol += (z1 - z0) * _hv2d([(p[0], p[1]) for p in pts if p[2] <= z0], ref[:2])
-    return vol
-
-
-def normalised(acc: float, macs: float, nbytes: float, max_macs: float, max_bytes: float):
-    return (1.0 - acc, macs / max_macs, nbytes / max_bytes)
 
 
 # ---------------------------------------------------------------- searchers
@@ -158,9 +131,10 @@ def run_one(kind: str, seed: int, *, trials: int, epochs: int, time_limit_s: flo
 
 def score(run: dict, *, max_macs: float, max_bytes: float, until_s: float | None = None) -> dict:
     pts = [p for p in run["points"] if until_s is None or p["t_s"] <= until_s]
-    norm = [normalised(p["acc"], p["macs"], p["int8_bytes"], max_macs, max_bytes) for p in pts]
-    hv = hv3d(norm)
-    curve = [hv3d(norm[:k]) for k in range(1, len(norm) + 1)]
+    objs = [(p["acc"], p["macs"], p["int8_bytes"]) for p in pts]
+    hv = normalised_hypervolume(objs, max_macs=max_macs, max_int8_bytes=max_bytes)
+    curve = [normalised_hypervolume(objs[:k], max_macs=max_macs, max_int8_bytes=max_bytes)
+             for k in range(1, len(objs) + 1)]
     to90 = next((k + 1 for k, v in enumerate(curve) if v >= 0.9 * hv), None) if hv > 0 else None
     return {"hv": hv, "best_acc": max((p["acc"] for p in pts), default=0.0), "trials": len(pts),
             "trials_to_90pct_hv": to90, "hv_curve": curve}
@@ -349,8 +323,9 @@ def main() -> int:
     for name in REFERENCES:
         rs = [r for r in refs if r["reference"] == name]
         ref_table[name] = {"acc": spread([r["acc"] for r in rs]), "macs": rs[0]["macs"], "int8_bytes": rs[0]["int8_bytes"],
-                           "hv_alone": hv3d([normalised(statistics.median(r["acc"] for r in rs), rs[0]["macs"],
-                                                        rs[0]["int8_bytes"], max_macs, max_bytes)])}
+                           "hv_alone": normalised_hypervolume([(statistics.median(r["acc"] for r in rs), rs[0]["macs"],
+                                                                rs[0]["int8_bytes"])], max_macs=max_macs,
+                                                              max_int8_bytes=max_bytes)}
     print(f"\n{'searcher':<8} {'HV@trials':>18} {'HV@wall':>18} {'best acc':>18} {'to 90% HV':>10} {'wall s':>7}")
     for kind, t in table.items():
         f = lambda s: f"{s['median']:.4f} [{s['min']:.3f}-{s['max']:.3f}]"  # noqa: E731

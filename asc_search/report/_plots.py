@@ -113,7 +113,7 @@ def pareto_figure(rows: list[dict], budget: Budget, *, exported: set[str] | None
 
 
 def plot_hypervolume(values: list[float], path: str | Path, *, title: str = "") -> Path:
-    """Write ``hypervolume.png``: normalised (accuracy, MACs) hypervolume after each trained candidate.
+    """Write ``hypervolume.png``: normalised (accuracy, MACs, INT8 bytes) hypervolume after each trained candidate.
 
     Args:
         values: Hypervolume after each completed trial, in order of completion.
@@ -123,7 +123,7 @@ def plot_hypervolume(values: list[float], path: str | Path, *, title: str = "") 
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
     ax.plot(range(1, len(values) + 1), values, marker="o", ms=3, c="tab:blue")
     ax.set_xlabel("trained candidates")
-    ax.set_ylabel("hypervolume (accuracy x MACs), normalised")
+    ax.set_ylabel("hypervolume (accuracy x MACs x INT8 bytes), normalised")
     ax.set_ylim(0, max([1e-3] + values) * 1.1)
     ax.grid(alpha=0.3)
     ax.set_title(title or "hypervolume against trial count")

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from asc_search._io import write_json, write_text
-from asc_search._pareto import hypervolume_2d, knee_point
+from asc_search._pareto import hypervolume_limits, knee_point, normalised_hypervolume
 from asc_search.frontends import FeatureCache
 from asc_search.report._html import plot_pareto_html
 from asc_search.report._plots import plot_hypervolume, plot_pareto
@@ -32,25 +32,24 @@ FRONT_KEYS = ("trial_id", "genome_id", "summary", "best_val_accuracy", "best_val
               "macs", "int8_bytes", "params", "genome")
 
 
-def hypervolume_reference(run: LoadedRun) -> tuple[float, float]:
-    """Reference point of the (accuracy, MACs) hypervolume: accuracy 0 and the budget's MACs limit
-    (or 1.1 × the largest MACs of the run when the budget has none)."""
-    if run.budget.max_macs is not None:
-        return (0.0, float(run.budget.max_macs))
-    macs = [r["macs"] for r in run.trials if r["status"] == "completed"]
-    return (0.0, 1.1 * max(macs, default=1.0))
+def hypervolume_reference(run: LoadedRun) -> tuple[float, float, float]:
+    """Reference point of the (accuracy, MACs, INT8 bytes) hypervolume: accuracy 0 and the budget's MACs and
+    INT8-byte limits (1.1x the run's largest value where the budget sets none)."""
+    pts = [(r["best_val_accuracy"], r["macs"], r["int8_bytes"]) for r in run.trials if r["status"] == "completed"]
+    return (0.0, *hypervolume_limits(pts, run.budget.max_macs, run.budget.max_int8_bytes))
 
 
 def hypervolume_by_trial(run: LoadedRun) -> list[float]:
-    """Hypervolume of (accuracy, MACs) after each completed trial, in order of completion."""
+    """Exact normalised hypervolume of (accuracy, MACs, INT8 bytes) after each completed trial, in order of
+    completion (``normalised_hypervolume`` against ``hypervolume_reference``)."""
     done = sorted((r for r in run.trials if r["status"] == "completed"),
                   key=lambda r: (float(r.get("finished_at") or 0), str(r["trial_id"])))
-    ref = hypervolume_reference(run)
-    pts: list[tuple[float, float]] = []
+    _, max_macs, max_bytes = hypervolume_reference(run)
+    pts: list[tuple[float, float, float]] = []
     out = []
     for r in done:
-        pts.append((r["best_val_accuracy"], r["macs"]))
-        out.append(hypervolume_2d(pts, ref) / ref[1])
+        pts.append((r["best_val_accuracy"], r["macs"], r["int8_bytes"]))
+        out.append(normalised_hypervolume(pts, max_macs=max_macs, max_int8_bytes=max_bytes))
     return out
 
 
@@ -81,22 +80,25 @@ def write_report(run: LoadedRun) -> dict[str, Path]:
         PARETO_JSON: write_json(run_dir / PARETO_JSON, {
             "objectives": {"best_val_accuracy": "max", "macs": "min", "int8_bytes": "min"},
             "budget": budget.__dict__, "counts": counts, "knee_trial_id": knee,
-            "hypervolume_acc_macs": {"reference": list(hypervolume_reference(run)),
-                                     "normalised_by_trial": [round(h, 6) for h in hv]},
+            "hypervolume": {"objectives": ["best_val_accuracy", "macs", "int8_bytes"],
+                            "reference": list(hypervolume_reference(run)),
+                            "normalised_by_trial": [round(h, 6) for h in hv]},
             "front": front, "feature_cache": {k: v for k, v in cache.items() if k != "keys"},
         }),
         PARETO_PNG: plot_pareto(run.trials, budget, run_dir / PARETO_PNG, exported=exported, knee=knee, title=title),
         PARETO_HTML: plot_pareto_html(run.trials, budget, run_dir / PARETO_HTML, exported=exported, title=title),
         HYPERVOLUME_PNG: plot_hypervolume(hv, run_dir / HYPERVOLUME_PNG,
-                                          title=f"{run_dir.name}: hypervolume (accuracy, MACs)"),
+                                          title=f"{run_dir.name}: hypervolume (accuracy, MACs, INT8 bytes)"),
     }
     lines = [f"# asc-search run `{run_dir.name}`", "", f"Budget: {budget.describe()}", ""]
     lines += _config_lines(run) + _data_lines(run) + _cluster_lines(run)
     lines += ["", "## Candidates", "", "| status | count |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in counts.items()]
     if hv:
-        lines += ["", f"Hypervolume of (accuracy, MACs) against (0, {hypervolume_reference(run)[1]:,.0f} MACs), "
-                      f"normalised: {hv[-1]:.4f} after {len(hv)} trained candidates (`hypervolume.png`)."]
+        ref = hypervolume_reference(run)
+        lines += ["", f"Hypervolume of (validation accuracy, MACs, INT8 bytes), exact, against (0, {ref[1]:,.0f} MACs, "
+                      f"{ref[2]:,.0f} B) and normalised by that box: {hv[-1]:.4f} after {len(hv)} trained candidates "
+                      "(`hypervolume.png`)."]
     lines += (_front_lines(front, knee) + _exported_lines(run) + _preparation_lines(run.data_summary)
               + _cache_lines(cache) + _failure_lines(run))
     lines += ["", "![Pareto front](pareto.png)", ""]

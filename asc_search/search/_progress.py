@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ray.tune import Callback
 
-from asc_search._pareto import hypervolume_2d, pareto_front
+from asc_search._pareto import hypervolume_limits, normalised_hypervolume, pareto_front
 from asc_search.search._searcher import MODES, FeasibleOptunaSearch
 
 
@@ -24,17 +24,19 @@ class SearchProgress:
         total: Trials the run trains.
         time_budget_s: The search's wall-clock limit (s), or None.
         max_macs: MACs limit of the budget (hypervolume reference), or None.
+        max_int8_bytes: INT8-byte limit of the budget (hypervolume reference), or None.
         started_at: ``time.time()`` at the start of the search.
         done: Trials completed. running: Trials running. failed: Trials that raised.
         rejected: Candidates rejected before training.
         best_accuracy: Best validation accuracy so far.
         front_size: Members of the (accuracy, MACs, INT8 bytes) Pareto front so far.
-        hypervolume: Normalised (accuracy, MACs) hypervolume so far.
+        hypervolume: Exact normalised (accuracy, MACs, INT8 bytes) hypervolume so far (``normalised_hypervolume``).
     """
 
     total: int
     time_budget_s: float | None
     max_macs: int | None
+    max_int8_bytes: int | None = None
     started_at: float = field(default_factory=time.time)
     done: int = 0
     running: int = 0
@@ -61,8 +63,8 @@ class SearchProgress:
         self.best_accuracy = max(self.best_accuracy, accuracy)
         self.points.append((accuracy, macs, int8_bytes))
         self.front_size = len(pareto_front(self.points, MODES))
-        ref_macs = float(self.max_macs or 1.1 * max(p[1] for p in self.points))
-        self.hypervolume = hypervolume_2d([(p[0], p[1]) for p in self.points], (0.0, ref_macs)) / ref_macs
+        max_macs, max_bytes = hypervolume_limits(self.points, self.max_macs, self.max_int8_bytes)
+        self.hypervolume = normalised_hypervolume(self.points, max_macs=max_macs, max_int8_bytes=max_bytes)
 
 
 @dataclass(kw_only=True)

@@ -94,7 +94,8 @@ def run_tune(config: RunConfig, options: SpaceOptions | None, budget: Budget,
     data = next(iter(data_by_rate.values()))
     rejections = run_dir / REJECTED_FILE
     searcher = None if resume else _searcher(config, options, budget, data.n_classes, run_dir)
-    progress = SearchProgress(total=config.trials, time_budget_s=config.time_budget_s, max_macs=budget.max_macs)
+    progress = SearchProgress(total=config.trials, time_budget_s=config.time_budget_s, max_macs=budget.max_macs,
+                              max_int8_bytes=budget.max_int8_bytes)
     if resume:
         count_finished(progress, run_dir, data.n_classes)
     started = start_ray(config)

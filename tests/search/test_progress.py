@@ -3,6 +3,8 @@
 import pickle
 from types import SimpleNamespace
 
+import pytest
+
 from asc_search.search import Listener, ProgressCallback, SearchProgress, listening
 
 
@@ -12,7 +14,8 @@ def _trial(tid, **result):
 
 def _listener(tmp_path, lines, states):
     return Listener(say=lines.append, on_state=lambda p: states.append((p.running, p.done)),
-                    progress=SearchProgress(total=3, time_budget_s=None, max_macs=1_000_000), searcher=None,
+                    progress=SearchProgress(total=3, time_budget_s=None, max_macs=1_000_000,
+                                                            max_int8_bytes=18_000), searcher=None,
                     rejections=tmp_path / "rejected.jsonl")
 
 
@@ -27,7 +30,7 @@ def test_the_callback_reports_to_the_bound_listener_only(tmp_path):
         cb.on_trial_error(0, [], _trial("t2", failed=True, error="NaN/inf loss: x"))
     assert lis.progress.done == 1 and lis.progress.failed == 1 and lis.progress.running == 0
     assert lis.progress.best_accuracy == 0.5 and lis.progress.front_size == 1
-    assert lis.progress.hypervolume == 0.5 * (1 - 0.2)
+    assert lis.progress.hypervolume == pytest.approx(0.5 * (1 - 0.2) * (1 - 0.5))  # (acc, MACs, bytes)
     assert lines[0].startswith("trial 1/3 t1 done: acc 0.500, 0.20 M MACs, 9,000 B")
     assert lines[1] == "trial 2/3 t2 FAILED: NaN/inf loss: x"
     assert states == [(1, 0), (0, 1), (1, 1), (0, 1)]
