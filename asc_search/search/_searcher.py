@@ -5,6 +5,12 @@ the genome alone: ``FeasibleOptunaSearch.suggest`` samples, counts the genome's 
 candidate breaks the budget tells Optuna the trial as infeasible (``COMPLETE`` with its constraint values
 set by ``trial.set_constraint``, accuracy 0 as a placeholder since it was never trained) and samples
 again. No Ray trial is started for a rejected genome; each rejection is appended to a JSON-lines file.
+
+A genome is trained once: when the sampler proposes a genome (same ``genome_id``: every gene, the training genes
+included) that a finished trial has trained, Optuna is told that trial's objectives for the new proposal (user
+attribute ``duplicate_of``) and the search samples again; when the genome is still being trained, the proposal
+waits and is told the same objectives (or FAIL) when the training ends. TPE thus learns from every proposal without
+a second training with the same seed, which would only give the same numbers.
 """
 
 from __future__ import annotations
@@ -65,6 +71,10 @@ class FeasibleOptunaSearch(OptunaSearch):
         self._max_rejections = max_consecutive_rejections
         self.rejected = 0
         self.suggested = 0
+        self.duplicates = 0
+        self._trained: dict[str, list[float]] = {}  # genome_id -> objectives of a finished training
+        self._training: dict[str, str] = {}  # Ray trial id -> genome_id, while it trains
+        self._waiting: dict[str, list] = {}  # genome_id -> Optuna trials proposing it again while it trains
 
     def suggest(self, trial_id: str) -> dict | None:
         """Sample until a feasible genome comes out; tell Optuna each infeasible one.
@@ -82,8 +92,13 @@ class FeasibleOptunaSearch(OptunaSearch):
             c = count_complexity(genome, n_classes=space.n_classes)
             reasons = space.budget.check(c)
             if not reasons:
-                self.suggested += 1
-                return {"genome": genome.to_dict(), "params": params, "index": self.suggested}
+                gid = genome.genome_id
+                if gid not in self._trained and gid not in self._training.values():
+                    self.suggested += 1
+                    self._training[trial_id] = gid
+                    return {"genome": genome.to_dict(), "params": params, "index": self.suggested}
+                self._reuse(trial_id, gid, genome)
+                continue
             ot_trial = self._ot_trials.pop(trial_id)
             ot_trial.set_user_attr("rejected", "; ".join(reasons))
             self._ot_study.tell(ot_trial, [0.0, float(c.macs), float(c.int8_bytes)],
@@ -91,15 +106,39 @@ class FeasibleOptunaSearch(OptunaSearch):
             self.rejected += 1
             self._record_rejection(genome, c.to_dict(), reasons, ot_trial.number)
         raise AscSearchError(
-            f"{self._max_rejections} candidates in a row break the budget {space.budget.name!r}: "
-            "the space has (almost) no feasible genome; loosen the budget or shrink the space"
+            f"{self._max_rejections} candidates in a row break the budget {space.budget.name!r} or repeat a genome "
+            f"already trained ({self.duplicates} repeats so far): the space has (almost) no feasible genome left; "
+            "loosen the budget, widen the space or ask for fewer --trials"
         )
+
+    def _reuse(self, trial_id: str, gid: str, genome: Genome) -> None:
+        """The proposal of ``trial_id`` repeats genome ``gid``: tell it the trained result, or queue it."""
+        ot_trial = self._ot_trials.pop(trial_id)
+        ot_trial.set_user_attr("duplicate_of", gid)
+        self.duplicates += 1
+        if gid in self._trained:
+            self._ot_study.tell(ot_trial, self._trained[gid], state=optuna.trial.TrialState.COMPLETE)
+            log.info("already trained, its result reused: %s", genome.summary())
+        else:
+            self._waiting.setdefault(gid, []).append(ot_trial)
+            log.info("being trained, its result will be reused: %s", genome.summary())
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         """Tell Optuna the trial's objectives; a trial that reported ``failed`` (or errored) is told as FAIL."""
         if result and result.get("failed"):
             result, error = None, True
         super().on_trial_complete(trial_id, result=result, error=error)
+        gid = self._training.pop(trial_id, None)
+        if gid is None:
+            return
+        values = [result.get(m) for m in OBJECTIVES] if result and not error and result.get("final") else None
+        if values is not None and all(v is not None for v in values):
+            self._trained[gid] = [float(v) for v in values]
+        for ot_trial in self._waiting.pop(gid, []):  # proposals of the same genome made while it trained
+            if gid in self._trained:
+                self._ot_study.tell(ot_trial, self._trained[gid], state=optuna.trial.TrialState.COMPLETE)
+            else:
+                self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
 
     def restore(self, checkpoint_path: str) -> None:
         """Restore the searcher's state (``Tuner.restore``), then mark as FAIL the Optuna trials left RUNNING by
@@ -109,7 +148,11 @@ class FeasibleOptunaSearch(OptunaSearch):
         trial told before the crash, also those told after the last save of this state.
         """
         super().restore(checkpoint_path)
+        for attr, empty in (("duplicates", 0), ("_trained", {}), ("_training", {}), ("_waiting", {})):
+            if not hasattr(self, attr):  # a state saved before the repeat bookkeeping existed
+                setattr(self, attr, empty)
         known = {t.number for t in self._ot_trials.values()}
+        known |= {t.number for waiting in self._waiting.values() for t in waiting}
         stale = [t for t in self._ot_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
                  if t.number not in known]
         for t in stale:
