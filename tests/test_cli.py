@@ -95,3 +95,33 @@ def test_deploy_adb_without_adb_is_a_one_line_error(capsys, tmp_path, monkeypatc
     monkeypatch.setenv("PATH", str(tmp_path))  # no adb here
     assert main(["deploy", str(tmp_path), "--adb"]) == 2
     assert "adb" in _one_line_error(capsys)
+
+
+def test_an_out_that_cannot_hold_a_run_is_a_one_line_error(capsys, esc10, tmp_path):
+    """--out that is a file, lies under a file, is a folder of something else or holds a run: exit 2, one line
+    naming the path, and nothing written."""
+    (tmp_path / "afile").write_text("not a folder")
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "img1.jpg").write_bytes(b"\xff\xd8")
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "trials.csv").write_text("trial_id\n")
+    cases = {tmp_path / "afile": "is a file", tmp_path / "afile" / "run": "is a file",
+             tmp_path / "photos": "folder of something else (img1.jpg)", tmp_path / "old": "already holds a run"}
+    for out, expected in cases.items():
+        assert main(["--data", str(esc10), "--trials", "1", "--epochs", "1", "--out", str(out)]) == 2, out
+        err = _one_line_error(capsys)
+        assert str(out) in err and expected in err, err
+    assert sorted(p.name for p in (tmp_path / "photos").iterdir()) == ["img1.jpg"]
+    assert sorted(p.name for p in (tmp_path / "old").iterdir()) == ["trials.csv"]
+    assert (tmp_path / "afile").read_text() == "not a folder"
+
+
+def test_an_unwritable_out_is_a_one_line_error(capsys, esc10, tmp_path):
+    import os
+
+    if os.geteuid() == 0:
+        pytest.skip("root may write anywhere: there is no unwritable folder to test with")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    assert main(["--data", str(esc10), "--out", str(locked / "run")]) == 2
+    assert "not writable" in _one_line_error(capsys)

@@ -43,6 +43,7 @@ from asc_search.rundir import (
     LoadedRun,
     blank_row,
     cache_dir,
+    check_new_run_dir,
     copy_checkpoint,
     model_dir,
     read_run_config,
@@ -83,9 +84,7 @@ def run_search(config: RunConfig, *, on_progress: Callable[[str], None] | None =
     """
     say = on_progress or (lambda msg: log.info("%s", msg))
     budget = resolve_budget(config)
-    run_dir = Path(config.out).expanduser().resolve()
-    if (run_dir / TRIALS_FILE).exists() or (run_dir / TUNE_DIR).exists():
-        raise UserInputError(f"--out {run_dir} already holds a run; choose a new --out or delete it")
+    run_dir = check_new_run_dir(config.out)
     options = space_options(config)
     plan = plan_data(config)
     started = start_ray(config)  # the data is prepared on the cluster's CPUs (Ray Data), then searched there

@@ -28,6 +28,7 @@ from asc_search.rundir._layout import (
     VAL_PROBS_INT8_FILE,
     VALIDATION_FILE,
     cache_dir,
+    check_new_run_dir,
     model_dir,
     trial_dirname,
 )
@@ -82,6 +83,7 @@ __all__ = [
     "copy_checkpoint",
     "load_checkpoint",
     "load_run",
+    "check_new_run_dir",
     "model_dir",
     "read_run_config",
     "read_trials",

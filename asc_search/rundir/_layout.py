@@ -15,7 +15,10 @@ directory").
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+from asc_search._errors import UserInputError
 
 CONFIG_FILE = "config.yaml"
 """The run's configuration, budget, classes, search space and objectives."""
@@ -60,6 +63,38 @@ VALIDATION_FILE = "validation.json"
 def model_dir(run_dir: Path, trial_id: str) -> Path:
     """``RUN/models/<trial_id>``: the folder of an exported model (``ENSEMBLE_ID`` for the ensemble)."""
     return Path(run_dir) / MODELS_DIR / trial_id
+
+
+def check_new_run_dir(run_dir: str | os.PathLike, flag: str = "--out") -> Path:
+    """Check that a new run can be written into ``run_dir``; return it resolved.
+
+    Allowed: a folder that does not exist yet (its nearest existing parent writable), an empty folder, or one
+    that holds only what an earlier attempt of a run left before its search started (``config.yaml``,
+    ``data_report.json``, ``cluster.json``, ``cache/``).
+
+    Raises:
+        UserInputError: ``run_dir`` (or a parent) is a file, holds a run (``trials.csv`` or ``tune/``), is a
+            non-empty folder of something else, or cannot be written; the message names the path and the fix.
+    """
+    run_dir = Path(run_dir).expanduser().resolve()
+    if (run_dir / TRIALS_FILE).exists() or (run_dir / TUNE_DIR).exists():
+        raise UserInputError(f"{flag} {run_dir} already holds a run; choose a new {flag} or delete it (an interrupted "
+                             f"run continues with: asc-search resume {run_dir})")
+    existing = run_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserInputError(f"{flag} {run_dir}: {existing} is a file, not a folder; give a folder path for the run")
+    if existing == run_dir:
+        ours = {CONFIG_FILE, DATA_REPORT_FILE, CLUSTER_FILE, CACHE_DIR}
+        foreign = sorted(p.name for p in run_dir.iterdir() if p.name not in ours)
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+            raise UserInputError(f"{flag} {run_dir} is a folder of something else ({shown}); give a new or empty "
+                                 "folder for the run")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserInputError(f"{flag} {run_dir}: {existing} is not writable; give a folder you can write to")
+    return run_dir
 
 
 def cache_dir(run_dir: Path, cache: str | Path | None = None) -> Path:

@@ -144,3 +144,18 @@ def test_an_interrupted_run_is_read_from_tunes_trial_folders(tmp_path):
 def test_load_run_names_a_folder_that_is_not_a_run(tmp_path):
     with pytest.raises(UserInputError, match="is not an asc-search run directory \\(no config.yaml\\)"):
         load_run(tmp_path)
+
+
+def test_a_new_run_may_go_into_a_new_an_empty_or_an_unfinished_folder(tmp_path):
+    """What ``check_new_run_dir`` lets through: a path not made yet, an empty folder, and one holding only what a
+    run writes before its search starts (a run that stopped during data preparation)."""
+    from asc_search.rundir import check_new_run_dir
+
+    assert check_new_run_dir(tmp_path / "a" / "b") == (tmp_path / "a" / "b").resolve()
+    (tmp_path / "empty").mkdir()
+    assert check_new_run_dir(tmp_path / "empty") == (tmp_path / "empty").resolve()
+    early = tmp_path / "early"
+    (early / "cache").mkdir(parents=True)
+    (early / "config.yaml").write_text("run: {}\n")
+    (early / "data_report.json").write_text("{}")
+    assert check_new_run_dir(early) == early.resolve()
