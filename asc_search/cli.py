@@ -55,7 +55,7 @@ def _search_parser() -> argparse.ArgumentParser:
     p.add_argument("--trials", type=int, default=16, help="trials to train (rejected candidates not counted)")
     p.add_argument("--time-budget", type=float, default=None, help="wall-clock limit of the search (s)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--sampler", default="tpe", help="tpe (multi-objective TPE), nsga2 or random")
+    p.add_argument("--sampler", default="tpe", help="tpe (multi-objective TPE), nsga2, gp (Gaussian process, for small trial budgets) or random")
     p.add_argument("--epochs", type=int, default=20, help="most epochs per trial")
     p.add_argument("--patience", type=int, default=6, help="early-stopping patience (epochs)")
     p.add_argument("--batch-size", type=int, default=64)

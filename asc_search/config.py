@@ -8,7 +8,7 @@ from pathlib import Path
 from asc_search._errors import UserInputError
 from asc_search.search_spaces import check_training_options
 
-SAMPLERS = ("tpe", "nsga2", "random")
+SAMPLERS = ("tpe", "nsga2", "gp", "random")
 QAT_MODES = ("off", "on", "search")
 
 
@@ -38,7 +38,7 @@ class RunConfig:
         trials: Ray trials to train (rejected candidates are not counted).
         time_budget_s: Wall-clock limit of the search phase (s), None for none.
         seed: Seed of the sampler and the trainers.
-        sampler: ``tpe`` (multi-objective TPE), ``nsga2`` or ``random``.
+        sampler: ``tpe`` (multi-objective TPE), ``nsga2``, ``gp`` (Optuna's Gaussian-process sampler) or ``random``.
         epochs: Most epochs per trial.
         patience: Early-stopping patience (epochs).
         batch_size: Patches per step.

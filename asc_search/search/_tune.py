@@ -42,14 +42,18 @@ NODE_FAILURE_RETRIES = 2
 
 
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
-    """The Optuna sampler ``--sampler name`` names: ``tpe`` (multivariate, grouped, constant liar for parallel
-    trials), ``nsga2`` (population 8) or ``random``, seeded with ``seed``."""
+    """The Optuna sampler ``--sampler name`` names, seeded with ``seed``: ``tpe`` (multivariate, grouped, constant
+    liar for parallel trials), ``nsga2`` (population 8), ``gp`` (``GPSampler``: Gaussian-process Bayesian optimisation,
+    multi-objective and constrained by the genome's budget constraints as TPE; the genes of a dynamic part of the
+    space that not every trial has are sampled at random) or ``random``."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=8)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=8, warn_independent_sampling=False)
     return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=8,
                                       constant_liar=True)
 

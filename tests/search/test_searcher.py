@@ -1,5 +1,8 @@
 import json
 
+import pytest
+
+from asc_search.config import SAMPLERS
 from asc_search.constraints import Budget, count_complexity
 from asc_search.search import MODES, OBJECTIVES, DefineByRunSpace, FeasibleOptunaSearch, make_sampler
 from asc_search.search_spaces import Genome, SpaceOptions
@@ -75,3 +78,22 @@ def test_a_repeat_of_a_failed_or_cut_training_is_not_told_a_result(tmp_path):
     assert len(waiting) == 1 and waiting[0].state.name == "FAIL"
     s.on_trial_complete("t2", {"best_val_accuracy": 0.5, "macs": 1, "int8_bytes": 1, "final": False})
     assert s._trained == {}
+
+
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_every_sampler_suggests_only_feasible_genomes_past_its_start_up(name, tmp_path):
+    """The samplers' contract: seeded, multi-objective over (accuracy, MACs, INT8 bytes), fed the budget's
+    constraints; 11 suggestions (past the 8 start-up trials of tpe and gp) are feasible and handed to Ray once."""
+    budget = Budget(name="tight", max_int8_bytes=40_000, max_macs=5_000_000)
+    space = DefineByRunSpace(options=SpaceOptions(), budget=budget, n_classes=10)
+    s = FeasibleOptunaSearch(space=space, rejections_path=tmp_path / "r.jsonl", metric=list(OBJECTIVES),
+                             mode=list(MODES), sampler=make_sampler(name, 0))
+    seen = set()
+    for i in range(11):
+        g = Genome.from_dict(s.suggest(f"t{i}")["genome"])
+        c = count_complexity(g, n_classes=10)
+        assert budget.check(c) == [] and g.genome_id not in seen
+        seen.add(g.genome_id)
+        s.on_trial_complete(f"t{i}", {"best_val_accuracy": 0.3 + 0.05 * (i % 7), "macs": c.macs,
+                                      "int8_bytes": c.int8_bytes, "final": True})
+    assert len(s._ot_study.directions) == 3
