@@ -245,12 +245,16 @@ def _cmd_deploy(argv: list[str]) -> int:
 def _cmd_validate(argv: list[str]) -> int:
     p = _Parser(prog="asc-search validate", description="Run a bundle (or a models/<trial>/ folder) on labelled "
                 "audio: accuracy, log loss, UAR and the confusion matrix.",
-                epilog="examples:\n  asc-search validate runs/demo-esc10/bundles/TRIAL --data ../shared/data/esc10-dev",
+                epilog="examples:\n  asc-search validate runs/demo-esc10/bundles/TRIAL --data NEW_RECORDINGS_DIR\n"
+                "  asc-search validate runs/demo-esc10/bundles/TRIAL --data ../shared/data/esc10-dev --split validation",
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="bundle folder, models/<trial>/ folder, or its model_int8.tflite")
     p.add_argument("--data", required=True)
-    p.add_argument("--split", default="validation", choices=["validation", "all"])
-    p.add_argument("--val-fold", default=None)
+    p.add_argument("--split", default="all", choices=["all", "validation"],
+                   help="all: every labelled clip of --data (default); validation: the validation part of the split "
+                   "of the run the model comes from (its seed and fold)")
+    p.add_argument("--val-fold", default=None, help="with --split validation: this fold instead of the run's")
+    p.add_argument("--seed", type=int, default=None, help="with --split validation: this split seed instead of the run's")
     args = p.parse_args(argv)
     _setup_logging(False)
     from asc_search.deploy import evaluate_model_dir
@@ -260,8 +264,8 @@ def _cmd_validate(argv: list[str]) -> int:
         model = model.parent
     if not model.exists():
         raise UserInputError(f"{args.model} does not exist; pass a bundle or a models/<trial>/ folder")
-    m = evaluate_model_dir(model, args.data, split=args.split, val_fold=args.val_fold)
-    print(f"asc-search: {m['clips']} {m['split']} clips, front-end: {m['frontend']}")
+    m = evaluate_model_dir(model, args.data, split=args.split, val_fold=args.val_fold, seed=args.seed)
+    print(f"asc-search: {m['clips']} clips ({m['split']}: {m['split_rule']}), front-end: {m['frontend']}")
     print(f"accuracy {m['accuracy']:.4f}  log loss {m['log_loss']:.4f}  UAR {m['uar']:.4f}")
     width = max(len(c) for c in m["classes"])
     print("confusion matrix (rows: true, columns: predicted)")

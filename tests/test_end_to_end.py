@@ -102,12 +102,12 @@ def test_search_on_esc10_with_a_tiny_budget(esc10, tmp_path):
     assert b["latency_ms_end_to_end"] > 0 and "end-to-end" in (bundle / "README.md").read_text()
     assert {"frontend.tflite", "model_int8.tflite", "frontend.json", "labels.txt", "model_data.h", "model_data.cc",
             "README.md"} <= {f.name for f in bundle.iterdir()}
-    p = _run(["validate", str(bundle), "--data", str(esc10)], cwd=tmp_path)
+    p = _run(["validate", str(bundle), "--data", str(esc10), "--split", "validation"], cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     assert f"accuracy {b['bundle_metrics']['accuracy']:.4f}" in p.stdout and "confusion matrix" in p.stdout
     assert abs(b["bundle_metrics"]["accuracy"] - b["int8"]["accuracy"]) <= 0.05
-    p = _run(["validate", str(run / "models" / b["trial_id"] / "model_int8.tflite"), "--data", str(esc10)],
-             cwd=tmp_path)
+    p = _run(["validate", str(run / "models" / b["trial_id"] / "model_int8.tflite"), "--data", str(esc10),
+              "--split", "validation"], cwd=tmp_path)
     assert p.returncode == 0 and f"accuracy {b['int8']['accuracy']:.4f}" in p.stdout, p.stdout  # validation.json
     for args, needle in [(["deploy", str(run), "--pick", "nope"], "nope"),
                          (["validate", str(bundle), "--data", str(tmp_path / "nowhere")], "nowhere")]:

@@ -115,7 +115,7 @@ class Manifest:
 
 
 def load_manifest(data: str | Path, *, val_fold: str | None = None, seed: int = 0,
-                  val_fraction: float = 0.2) -> Manifest:
+                  val_fraction: float = 0.2, require_split: bool = True) -> Manifest:
     """Read the manifest of a dataset folder or CSV file.
 
     A folder is matched against the layouts in this order: TAU Urban Acoustic Scenes 2022 Mobile
@@ -131,6 +131,9 @@ def load_manifest(data: str | Path, *, val_fold: str | None = None, seed: int = 
             (default: 1). Layouts without folds reject it.
         seed: Seed of the stratified random split used when there is neither ``fold`` nor ``split``.
         val_fraction: Share of clips held out by that random split.
+        require_split: Raise when the split leaves the train or the validation part empty, or the set has one
+            class (a search needs both parts and two classes); False reads such a set as it is (scoring a model on
+            new recordings: all ``test``, or of one class).
 
     Returns:
         The manifest; ``layout`` names the layout that was detected and ``left_out`` lists the clips
@@ -140,8 +143,27 @@ def load_manifest(data: str | Path, *, val_fold: str | None = None, seed: int = 
         UserInputError: The path does not exist; a CSV lacks a required column; the named ``val_fold``
             is absent or the layout has no folds; a TAU22 setup CSV lists a file that ``meta.csv``
             does not (documented: the dataset files disagree, restore them); a file is in both splits
-            or carries two labels; no clip, fewer than two classes, or an empty split.
+            or carries two labels; no clip; (with ``require_split``) fewer than two classes or an empty split.
     """
+    try:
+        return _load_manifest(data, val_fold=val_fold, seed=seed, val_fraction=val_fraction)
+    except _EmptySplit as exc:
+        if require_split:
+            raise
+        return exc.manifest
+
+
+class _EmptySplit(UserInputError):
+    """The set cannot be searched (one class, or an empty train or validation part); ``manifest`` is the set as
+    read."""
+
+    def __init__(self, message: str, manifest: Manifest) -> None:
+        super().__init__(message)
+        self.manifest = manifest
+
+
+def _load_manifest(data: str | Path, *, val_fold: str | None, seed: int, val_fraction: float) -> Manifest:
+    """``load_manifest`` without the choice of ``require_split``: raises ``_EmptySplit``."""
     path = Path(data).expanduser()
     if not path.exists():
         raise UserInputError(f"--data {str(data)!r} does not exist; pass a dataset folder or a CSV manifest")
@@ -403,12 +425,15 @@ def _read_folders(root: Path, *, seed: int, val_fraction: float) -> Manifest:
 def _finish(source: Path, clips: tuple[ClipRecord, ...], rule: str, *, layout: str,
             left_out: tuple[LeftOutClip, ...] = ()) -> Manifest:
     class_names = tuple(sorted({c.label for c in clips}, key=_fold_key))
+    if not class_names:
+        raise UserInputError(f"{source} has no labelled clip")
+    manifest = Manifest(source=source, clips=clips, class_names=class_names, split_rule=rule, layout=layout,
+                        left_out=left_out)
     if len(class_names) < 2:
-        raise UserInputError(f"{source} has {len(class_names)} class(es); classification needs at least 2")
+        raise _EmptySplit(f"{source} has {len(class_names)} class(es); classification needs at least 2", manifest)
     if not any(c.is_validation for c in clips) or all(c.is_validation for c in clips):
-        raise UserInputError(f"{source}: the split ({rule}) leaves the train or validation part empty")
-    return Manifest(source=source, clips=clips, class_names=class_names, split_rule=rule, layout=layout,
-                    left_out=left_out)
+        raise _EmptySplit(f"{source}: the split ({rule}) leaves the train or validation part empty", manifest)
+    return manifest
 
 
 def _fold_key(value: str):

@@ -2,7 +2,8 @@
 
 A bundle (DeepSpectrumLite ships its pre-processing with the model the same way) holds
 ``model_int8.tflite``, ``frontend.tflite`` (raw PCM of one chunk -> normalised features, float, NHWC),
-``frontend.json``, ``labels.txt``, ``model_data.h/.cc``, ``validation.json`` and a README.
+``frontend.json``, ``labels.txt``, ``model_data.h/.cc``, ``validation.json``, ``split.json`` (the run's data and split
+settings) and a README.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from asc_search.deploy._limits import (
 from asc_search.deploy._validate import run_int8
 from asc_search.frontends import Deltas, FrontendConfig, build_frontend
 from asc_search.rundir import (
+    CONFIG_FILE,
     ENSEMBLE_ID,
     LABELS_FILE,
     MODEL_FILE,
@@ -51,6 +53,28 @@ BUNDLE_FILES = ("model_int8.tflite", "frontend.tflite", "frontend.json", "labels
 FEATURE_TOLERANCE = 1e-2  # max |frontend.tflite - PyTorch| on normalised features (standard deviations)
 MIN_BUNDLE_AGREEMENT = 0.95
 AUDIO_GROUP_CLIPS = 256
+SPLIT_FILE = "split.json"  # in a bundle: the run's data and the load_manifest arguments of its split
+
+
+def run_split(config: dict) -> dict:
+    """The ``load_manifest`` arguments that rebuild a run's train/validation split (``val_fold``, ``seed``), from
+    its ``config.yaml`` (``config["run"]``)."""
+    r = config.get("run", {})
+    return {"val_fold": None if r.get("val_fold") in (None, "") else str(r["val_fold"]), "seed": int(r.get("seed", 0))}
+
+
+def model_split(model_dir: Path) -> dict:
+    """The split arguments of the run a bundle or ``models/<trial>/`` folder comes from: the bundle's
+    ``split.json``, else the run's ``config.yaml`` two folders up, else the defaults of a search."""
+    import yaml
+
+    model_dir = Path(model_dir)
+    if (model_dir / SPLIT_FILE).is_file():
+        return run_split({"run": json.loads((model_dir / SPLIT_FILE).read_text())})
+    for run_dir in (model_dir.parent.parent, model_dir.parent.parent.parent):  # models/<trial>/, ensemble members
+        if (run_dir / CONFIG_FILE).is_file():
+            return run_split(yaml.safe_load((run_dir / CONFIG_FILE).read_text()) or {})
+    return run_split({})
 """Clips that ``validate`` and the bundle's parity check decode and cut into patches at once: memory holds one
 group's audio, patches and features plus ``(n_clips, n_classes)`` clip sums, whatever the size of the data set."""
 
@@ -166,22 +190,24 @@ def audio_patches(waves: list[np.ndarray], *, chunk_samples: int, hop_samples: i
     return np.stack(chunks).astype(np.float32), np.asarray(owner)
 
 
-def evaluate_model_dir(model_dir: Path, data_path: Path | str, *, split: str = "validation",
-                       val_fold: str | None = None) -> dict:
+def evaluate_model_dir(model_dir: Path, data_path: Path | str, *, split: str = "all",
+                       val_fold: str | None = None, seed: int | None = None) -> dict:
     """Run a bundle (``frontend.tflite`` + ``model_int8.tflite``) or an exported model folder (PyTorch front-end
     from ``frontend.json`` + ``model_int8.tflite``) on labelled audio.
 
     Args:
         model_dir: Bundle or ``models/<trial>/`` folder.
-        data_path: Dataset folder or CSV manifest.
-        split: ``validation`` (the split the search validated on) or ``all``.
-        val_fold: Validation fold, as for the search.
+        data_path: Dataset folder or CSV manifest (any split: a set whose rows are all ``test`` is scored whole).
+        split: ``all`` (every labelled clip found) or ``validation`` (the validation part of the split of the run
+            the model comes from, rebuilt with that run's seed and fold: ``model_split``).
+        val_fold: Validation fold, overriding the run's (``validation`` only).
+        seed: Seed of a stratified split, overriding the run's (``validation`` only).
 
     Returns:
-        Metrics: accuracy, log loss, UAR, confusion matrix, clips, class names, front-end used.
+        Metrics: accuracy, log loss, UAR, confusion matrix, clips, class names, front-end used, the split rule.
 
     Raises:
-        UserInputError: A file is missing, or the data's classes differ from ``labels.txt``.
+        UserInputError: A file is missing, ``split`` is unknown, or the data has a class ``labels.txt`` lacks.
     """
     from sklearn.metrics import confusion_matrix
 
@@ -192,10 +218,18 @@ def evaluate_model_dir(model_dir: Path, data_path: Path | str, *, split: str = "
                                  "models/<trial>/ folder of a run")
     labels = (model_dir / LABELS_FILE).read_text().split("\n")
     labels = [lab for lab in labels if lab]
-    manifest = load_manifest(data_path, val_fold=val_fold)
-    if set(manifest.class_names) != set(labels):
+    if split not in ("all", "validation"):
+        raise UserInputError(f"--split must be all or validation, got {split!r}")
+    if split == "all":
+        manifest = load_manifest(data_path, require_split=False)
+    else:
+        args = model_split(model_dir)
+        args = {"val_fold": args["val_fold"] if val_fold is None else val_fold,
+                "seed": args["seed"] if seed is None else seed}
+        manifest = load_manifest(data_path, **args)
+    if not set(manifest.class_names) <= set(labels):
         raise UserInputError(
-            f"the classes of {data_path} {sorted(manifest.class_names)} differ from {model_dir / 'labels.txt'} "
+            f"the classes of {data_path} {sorted(manifest.class_names)} are not all in {model_dir / 'labels.txt'} "
             f"{labels}; validate on data with the model's classes")
     frontend, spec = load_frontend(model_dir / "frontend.json")
     rate = spec["frontend"]["sample_rate_hz"]
@@ -216,7 +250,8 @@ def evaluate_model_dir(model_dir: Path, data_path: Path | str, *, split: str = "
     y = np.array([labels.index(clips[i].label) for i in kept])
     p = probs.means()[kept]
     m = classification_metrics(y, p)
-    return {**m, "clips": int(len(kept)), "split": split, "classes": labels, "frontend": used,
+    return {**m, "clips": int(len(kept)), "split": split, "split_rule": manifest.split_rule, "classes": labels,
+            "frontend": used,
             "skipped": [dataclasses.asdict(f) for f in skipped],
             "confusion_matrix": confusion_matrix(y, p.argmax(1), labels=range(len(labels))).tolist()}
 
@@ -439,7 +474,9 @@ def _bundle_model(run, src: Path, dest: Path) -> tuple[dict, dict]:
     export_frontend_tflite(frontend, chunk, dest / "frontend.tflite")
     # parity: bundle on raw audio vs PyTorch front-end + float model
     data_path = run.config.get("run", {}).get("data")
-    parity = _bundle_parity(src, dest, data_path, frontend, spec) if data_path else {}
+    split = run_split(run.config)
+    write_json(dest / SPLIT_FILE, {"data": data_path, **split})  # validate --split validation rebuilds it
+    parity = _bundle_parity(src, dest, data_path, frontend, spec, split) if data_path else {}
     return {**parity, "feature_tolerance": FEATURE_TOLERANCE,
             "latency_ms_end_to_end": round(end_to_end_latency_ms(dest, chunk), 4),
             "latency_end_to_end_note": "frontend.tflite + model_int8.tflite on one chunk, host CPU, LiteRT "
@@ -506,14 +543,16 @@ def _stored_failures(v: dict) -> str:
     return f"fails {failed}" if failed else "no limit failed"
 
 
-def _bundle_parity(src: Path, dest: Path, data_path: str, frontend: DeployFrontend, spec: dict) -> dict:
+def _bundle_parity(src: Path, dest: Path, data_path: str, frontend: DeployFrontend, spec: dict,
+                   split: dict) -> dict:
     """The bundle (``frontend.tflite`` + ``model_int8.tflite``) against the PyTorch front-end and float model on
-    the validation clips of ``data_path``, decoded ``AUDIO_GROUP_CLIPS`` at a time."""
+    the validation clips of ``data_path`` (the run's split: ``split`` holds its ``load_manifest`` arguments),
+    decoded ``AUDIO_GROUP_CLIPS`` at a time."""
     from sklearn.metrics import confusion_matrix
 
     model = load_checkpoint(src / MODEL_FILE).build_model()
     rate = spec["frontend"]["sample_rate_hz"]
-    manifest = load_manifest(data_path)
+    manifest = load_manifest(data_path, **split)
     clips = [c for c in manifest.clips if c.is_validation]
     labels = [lab for lab in (dest / LABELS_FILE).read_text().split("\n") if lab]
     chunk = int(round(spec["chunk_s"] * rate))
@@ -556,6 +595,7 @@ def _bundle_readme(trial: str, v: dict, spec: dict) -> str:
 | `labels.txt` | class names in output order |
 | `model_data.h/.cc` | the model as a 16-byte-aligned C array for TFLite-Micro |
 | `validation.json` | the numbers below and more |
+| `split.json` | the run's data and split settings (seed, validation fold): `asc-search validate --split validation` rebuilds that split |
 
 Clip prediction: cut the clip into patches of {spec['chunk_s']} s with 50 % overlap, run both models on each
 patch, average the softmax probabilities (mean fusion).

@@ -76,3 +76,30 @@ def test_pad_to_patches_covers_clip_with_whole_patches():
     y = pad_to_patches(np.ones(2700, np.float32), chunk_samples=1000, patch_hop_samples=500)
     assert len(y) == 3000 and y[:2700].all() and not y[2700:].any()
     assert len(pad_to_patches(np.ones(2050, np.float32), chunk_samples=1000, patch_hop_samples=500)) == 2000
+
+
+def test_a_set_that_is_all_one_part_is_refused_for_a_search_and_read_whole_for_scoring(tmp_path, fsdd):
+    """Every row ``test``: a search needs a train part, so load_manifest refuses it; ``require_split=False`` (what
+    ``asc-search validate`` reads) returns every clip as it is."""
+    import csv
+
+    from asc_search import UserInputError
+    from asc_search.data import load_manifest
+
+    with open(fsdd / "metadata.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["split"] == "test" and r["take"] in ("0", "1")][:20]
+    path = tmp_path / "new.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["filename", "label", "split"])
+        w.writeheader()
+        w.writerows({"filename": str(fsdd / r["filename"]), "label": r["label"], "split": "test"} for r in rows)
+    with pytest.raises(UserInputError, match="leaves the train or validation part empty"):
+        load_manifest(path)
+    m = load_manifest(path, require_split=False)
+    assert len(m.clips) == 20 and all(c.is_validation for c in m.clips) and m.n_classes > 1
+    one = tmp_path / "one_class.csv"  # new recordings of a single class: scored, not searched
+    one.write_text("filename,label\n" + "".join(f"{fsdd / r['filename']},{r['label']}\n" for r in rows[:2]
+                                                 if r["label"] == rows[0]["label"]))
+    with pytest.raises(UserInputError, match="1 class"):
+        load_manifest(one)
+    assert load_manifest(one, require_split=False).class_names == (rows[0]["label"],)
