@@ -573,6 +573,7 @@ def _bundle_parity(src: Path, dest: Path, data_path: str, frontend: DeployFronte
     # the bundle's own figures on the validation split: what 'asc-search validate BUNDLE' prints (same pipeline)
     y = np.array([labels.index(clips[i].label) for i in kept])
     bundle_metrics = {**classification_metrics(y, q), "clips": int(len(kept)), "split": "validation",
+                      "split_rule": manifest.split_rule,
                       "classes": labels, "frontend": "frontend.tflite",
                       "skipped": [dataclasses.asdict(s) for s in skipped],
                       "confusion_matrix": confusion_matrix(y, q.argmax(1), labels=range(len(labels))).tolist()}

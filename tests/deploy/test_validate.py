@@ -61,7 +61,7 @@ def test_the_bundle_and_validate_use_the_runs_seed(seed3_bundle):
     assert seed3 != seed0  # the test can tell the run's split from the default one
     assert json.loads((bundle / "split.json").read_text()) == {"data": str(digits), "val_fold": None, "seed": 3}
     b = json.loads((bundle / "validation.json").read_text())
-    assert b["bundle_metrics"]["clips"] == len(seed3)  # the parity check ran on the run's validation clips
+    assert b["bundle_metrics"]["clips"] == len(seed3) and "seed 3" in b["bundle_metrics"]["split_rule"]  # parity
     p = _run(["validate", str(bundle), "--data", str(digits), "--split", "validation"], cwd=root)
     assert p.returncode == 0, p.stderr
     got = _metrics(p.stdout)
