@@ -34,9 +34,8 @@ def pareto_front(points: Sequence[Sequence[float]], senses: Sequence[str]) -> li
     Raises:
         ValueError: A sense is neither ``"max"`` nor ``"min"``, or lengths differ.
     """
-    if any(s not in ("max", "min") for s in senses):
-        raise ValueError(f"senses must be 'max' or 'min', got {list(senses)}")
     if len(points) == 0:
+        _senses(senses, len(senses))
         return []
     p = np.asarray(points, dtype=np.float64)
     keep = moocore.is_nondominated(p, maximise=_senses(senses, p.shape[1]), keep_weakly=True)
@@ -90,9 +89,12 @@ def hypervolume_limits(points: Sequence[tuple[float, float, float]], max_macs: f
                        max_int8_bytes: float | None) -> tuple[float, float]:
     """The (MACs, INT8 bytes) reference of a hypervolume: the budget's limits, or 1.1x the largest value among
     ``points`` where the budget sets none (1.0 without points)."""
-    macs = float(max_macs) if max_macs else 1.1 * max((p[1] for p in points), default=1.0 / 1.1)
-    nbytes = float(max_int8_bytes) if max_int8_bytes else 1.1 * max((p[2] for p in points), default=1.0 / 1.1)
-    return macs, nbytes
+    def limit(budget_limit: float | None, k: int) -> float:
+        if budget_limit:
+            return float(budget_limit)
+        return 1.1 * max(p[k] for p in points) if points else 1.0
+
+    return limit(max_macs, 1), limit(max_int8_bytes, 2)
 
 
 def knee_point(points: Sequence[tuple[float, float]]) -> int | None:

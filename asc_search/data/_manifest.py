@@ -147,13 +147,13 @@ def load_manifest(data: str | Path, *, val_fold: str | None = None, seed: int = 
     """
     try:
         return _load_manifest(data, val_fold=val_fold, seed=seed, val_fraction=val_fraction)
-    except _EmptySplit as exc:
+    except _NotSearchable as exc:
         if require_split:
             raise
         return exc.manifest
 
 
-class _EmptySplit(UserInputError):
+class _NotSearchable(UserInputError):
     """The set cannot be searched (one class, or an empty train or validation part); ``manifest`` is the set as
     read."""
 
@@ -163,7 +163,7 @@ class _EmptySplit(UserInputError):
 
 
 def _load_manifest(data: str | Path, *, val_fold: str | None, seed: int, val_fraction: float) -> Manifest:
-    """``load_manifest`` without the choice of ``require_split``: raises ``_EmptySplit``."""
+    """``load_manifest`` without the choice of ``require_split``: raises ``_NotSearchable``."""
     path = Path(data).expanduser()
     if not path.exists():
         raise UserInputError(f"--data {str(data)!r} does not exist; pass a dataset folder or a CSV manifest")
@@ -430,9 +430,9 @@ def _finish(source: Path, clips: tuple[ClipRecord, ...], rule: str, *, layout: s
     manifest = Manifest(source=source, clips=clips, class_names=class_names, split_rule=rule, layout=layout,
                         left_out=left_out)
     if len(class_names) < 2:
-        raise _EmptySplit(f"{source} has {len(class_names)} class(es); classification needs at least 2", manifest)
+        raise _NotSearchable(f"{source} has {len(class_names)} class(es); classification needs at least 2", manifest)
     if not any(c.is_validation for c in clips) or all(c.is_validation for c in clips):
-        raise _EmptySplit(f"{source}: the split ({rule}) leaves the train or validation part empty", manifest)
+        raise _NotSearchable(f"{source}: the split ({rule}) leaves the train or validation part empty", manifest)
     return manifest
 
 

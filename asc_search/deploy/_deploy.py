@@ -44,6 +44,7 @@ from asc_search.rundir import (
     VALIDATION_FILE,
     load_checkpoint,
     load_run,
+    read_run_config,
 )
 from asc_search.trainers import classification_metrics
 
@@ -66,14 +67,12 @@ def run_split(config: dict) -> dict:
 def model_split(model_dir: Path) -> dict:
     """The split arguments of the run a bundle or ``models/<trial>/`` folder comes from: the bundle's
     ``split.json``, else the run's ``config.yaml`` two folders up, else the defaults of a search."""
-    import yaml
-
     model_dir = Path(model_dir)
     if (model_dir / SPLIT_FILE).is_file():
         return run_split({"run": json.loads((model_dir / SPLIT_FILE).read_text())})
     for run_dir in (model_dir.parent.parent, model_dir.parent.parent.parent):  # models/<trial>/, ensemble members
         if (run_dir / CONFIG_FILE).is_file():
-            return run_split(yaml.safe_load((run_dir / CONFIG_FILE).read_text()) or {})
+            return run_split(read_run_config(run_dir) or {})
     return run_split({})
 """Clips that ``validate`` and the bundle's parity check decode and cut into patches at once: memory holds one
 group's audio, patches and features plus ``(n_clips, n_classes)`` clip sums, whatever the size of the data set."""
