@@ -59,7 +59,10 @@ def _search_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=20, help="most epochs per trial")
     p.add_argument("--patience", type=int, default=6, help="early-stopping patience (epochs)")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--val-fold", default=None, help="validation fold of a CSV with a fold column (default: highest)")
+    p.add_argument("--val-fold", default=None, help="validation fold of a layout with a fold column (default: the "
+                   "highest that is not the test fold)")
+    p.add_argument("--test-fold", default=None, help="test fold of a layout with a fold column, never seen by the "
+                   "search (default: the highest; 'none': no test split); TAU22: the evaluation-setup fold (default 1)")
     p.add_argument("--frontends", default="logmel", help="front-end kinds to search, comma-separated: "
                    "logmel,gammatone,cqt (default: logmel)")
     p.add_argument("--sample-rates-hz", default="", help="sample rates to search (Hz, comma-separated, each <= the "
@@ -92,6 +95,8 @@ def _search_parser() -> argparse.ArgumentParser:
     g.add_argument("--prune-criterion", default="cosine", help="pruning criteria: cosine,l1 (default cosine)")
     g.add_argument("--qat", default="off", help="quantisation-aware fine-tuning: off, on or search (default off)")
     g.add_argument("--no-ensemble", action="store_true", help="skip the post-search ensemble selection")
+    g.add_argument("--no-refit", action="store_true", help="export the search's own weights instead of training "
+                   "each exported model again on train + validation for its selected epochs")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
 
@@ -116,11 +121,13 @@ def _cmd_data(argv: list[str]) -> int:
                    "sample rates and unreadable files")
     p.add_argument("data", help="dataset folder or CSV manifest")
     p.add_argument("--val-fold", default=None)
+    p.add_argument("--test-fold", default=None)
+    p.add_argument("--seed", type=int, default=0, help="seed of the validation carve")
     args = p.parse_args(argv)
     _setup_logging(False)
     from asc_search.data import check_dataset, format_check
 
-    print(format_check(check_dataset(args.data, val_fold=args.val_fold)))
+    print(format_check(check_dataset(args.data, val_fold=args.val_fold, test_fold=args.test_fold, seed=args.seed)))
     return 0
 
 
@@ -312,6 +319,7 @@ def _cmd_search(argv: list[str]) -> int:
         cache=Path(args.cache).expanduser().resolve() if args.cache else None,
         trials=args.trials, time_budget_s=args.time_budget, seed=args.seed, sampler=args.sampler,
         epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, val_fold=args.val_fold,
+        test_fold=args.test_fold, refit=not args.no_refit,
         frontends=_csv(args.frontends, str, "--frontends"), sample_rates_hz=_csv(args.sample_rates_hz, int,
                                                                                    "--sample-rates-hz"),
         chunks_s=_csv(args.chunks_s.replace("full", "0"), float, "--chunks-s"), deltas=_csv(args.deltas, int, "--deltas"),

@@ -42,7 +42,10 @@ class RunConfig:
         epochs: Most epochs per trial.
         patience: Early-stopping patience (epochs).
         batch_size: Patches per step.
-        val_fold: Validation fold of a CSV with a ``fold`` column (default: the highest).
+        val_fold: Validation fold of a layout with a ``fold`` column (default: the highest that is not the test
+            fold).
+        test_fold: Test fold of a layout with a ``fold`` column (default: the highest; ``none``: no test split);
+            TAU22: the evaluation-setup fold whose evaluate file is the test split (default: 1).
         frontends: Front-end kinds the search may pick (``logmel``, ``gammatone``, ``cqt``).
         sample_rates_hz: Sample rates the search may pick (Hz), each at most the data's native rate;
             empty: the data's most common native rate.
@@ -71,6 +74,8 @@ class RunConfig:
         qat: Quantisation-aware fine-tuning: ``off``, ``on`` (every trial) or ``search`` (a gene).
         ensemble: After the search, select an ensemble of trained candidates under the budget (a Pareto candidate
             exported member by member).
+        refit: Before export, train each exported model again on train + validation, with its trial's genes and
+            its selected epochs (False: export the search's own weights).
     """
 
     data: Path
@@ -87,6 +92,7 @@ class RunConfig:
     patience: int = 6
     batch_size: int = 64
     val_fold: str | None = None
+    test_fold: str | None = None
     frontends: tuple[str, ...] = ("logmel",)
     sample_rates_hz: tuple[int, ...] = ()
     chunks_s: tuple[float, ...] = (0.5, 1.0)
@@ -110,6 +116,7 @@ class RunConfig:
     prune_criteria: tuple[str, ...] = ("cosine",)
     qat: str = "off"
     ensemble: bool = True
+    refit: bool = True
 
     def __post_init__(self) -> None:
         if self.trials < 1:

@@ -60,7 +60,7 @@ def main() -> int:
     torch.set_num_threads(1)
     manifest = load_manifest(DATA)
     data = decode_dataset(manifest, sample_rate_hz=16000)
-    train = np.flatnonzero(~data.is_validation)
+    train = np.flatnonzero(data.is_train)
     rows, first_export_s = [], None
     with tempfile.TemporaryDirectory(prefix="asc-bench-export-") as tmp:
         for name in models:

@@ -156,7 +156,7 @@ def train_reference(name: str, seed: int, epochs: int, data_ref, cache_dir: str)
     data = data_by_rate[16000]
     c = count_complexity(genome, n_classes=data.n_classes)
     features, _ = FeatureCache(cache_dir).get(data, patch_layout(genome))
-    train, val = np.flatnonzero(~data.is_validation), np.flatnonzero(data.is_validation)
+    train, val = np.flatnonzero(data.is_train), np.flatnonzero(data.is_validation)
     norm = Normalisation.fit(features, train, seed=seed)
     torch.manual_seed(seed)
     model = build_model(genome, data.n_classes)

@@ -98,7 +98,7 @@ def main() -> int:
     print(f"first torch.optim.Adam in this process: {first_adam_s:.2f} s (one-time import of torch._dynamo)")
     manifest = load_manifest(DATA)
     data = decode_dataset(manifest, sample_rate_hz=FRONTEND.sample_rate_hz)
-    train, val = np.flatnonzero(~data.is_validation), np.flatnonzero(data.is_validation)
+    train, val = np.flatnonzero(data.is_train), np.flatnonzero(data.is_validation)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         genome0 = Genome(frontend=FRONTEND, arch=ArchSpec(stages=MODELS["~1M"]))

@@ -60,7 +60,7 @@ def decode_dataset(manifest: Manifest, *, sample_rate_hz: int) -> DecodedDataset
     if sample_rate_hz <= 0:
         raise UserInputError(f"sample_rate_hz must be > 0, got {sample_rate_hz}")
     class_index = {c: i for i, c in enumerate(manifest.class_names)}
-    waves, labels, is_val, devices, cities, paths = [], [], [], [], [], []
+    waves, labels, is_val, is_test, devices, cities, paths = [], [], [], [], [], [], []
     skipped: list[SkippedFile] = []
     native: Counter = Counter()
     for clip in manifest.clips:
@@ -72,6 +72,7 @@ def decode_dataset(manifest: Manifest, *, sample_rate_hz: int) -> DecodedDataset
         waves.append(mono)
         labels.append(class_index[clip.label])
         is_val.append(clip.is_validation)
+        is_test.append(clip.is_test)
         devices.append(clip.device)
         cities.append(clip.city)
         paths.append(str(clip.path))
@@ -79,11 +80,13 @@ def decode_dataset(manifest: Manifest, *, sample_rate_hz: int) -> DecodedDataset
         log.warning("skipped %s: %s", s.path, s.reason)
     if not waves:
         raise UserInputError(f"none of the {len(manifest.clips)} clips of {manifest.source} could be decoded")
-    is_val_arr = np.asarray(is_val, dtype=bool)
-    if is_val_arr.all() or not is_val_arr.any():
-        raise UserInputError(f"{manifest.source}: after skipping unreadable files one split is empty")
+    is_val_arr, is_test_arr = np.asarray(is_val, dtype=bool), np.asarray(is_test, dtype=bool)
+    if not is_val_arr.any() or (is_val_arr | is_test_arr).all():
+        raise UserInputError(f"{manifest.source}: after skipping unreadable files the train or validation split "
+                             "is empty")
     return DecodedDataset(
-        waveforms=waves, labels=np.asarray(labels, dtype=np.int64), is_validation=is_val_arr, devices=devices,
+        waveforms=waves, labels=np.asarray(labels, dtype=np.int64), is_validation=is_val_arr, is_test=is_test_arr,
+        devices=devices,
         paths=paths, class_names=manifest.class_names, sample_rate_hz=int(sample_rate_hz), skipped=skipped,
         native_rates_hz=dict(native), cities=cities,
     )

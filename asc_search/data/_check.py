@@ -31,8 +31,8 @@ _LAYOUT_NAMES = {
 }
 
 
-def check_dataset(data: str | Path, *, val_fold: str | None = None, seed: int = 0, val_fraction: float = 0.2,
-                  short_clip_s: float = 1.0) -> dict:
+def check_dataset(data: str | Path, *, val_fold: str | None = None, test_fold: str | None = None, seed: int = 0,
+                  val_fraction: float = 0.2, short_clip_s: float = 1.0) -> dict:
     """Load the manifest of ``data`` and inspect every file's header.
 
     Nothing is decoded: sample rate, channels and duration come from ``soundfile.info``. A file whose
@@ -43,6 +43,7 @@ def check_dataset(data: str | Path, *, val_fold: str | None = None, seed: int = 
     Args:
         data: Dataset folder or CSV file, as for ``load_manifest``.
         val_fold: Validation fold, as for ``load_manifest`` (default: the layout's own rule).
+        test_fold: Test fold, as for ``load_manifest`` (default: the layout's own rule).
         seed: Seed of the stratified random split of layouts without folds or splits.
         val_fraction: Share of clips that random split holds out.
         short_clip_s: Clips shorter than this (seconds, default 1.0: the DCASE Task 1 analysis window)
@@ -52,9 +53,9 @@ def check_dataset(data: str | Path, *, val_fold: str | None = None, seed: int = 
         A JSON-serialisable dict:
 
         * ``source``, ``layout``, ``split_rule``;
-        * ``clips`` (in the splits), ``train_clips``, ``validation_clips``, ``readable_clips``;
+        * ``clips`` (in the splits), ``train_clips``, ``validation_clips``, ``test_clips``, ``readable_clips``;
         * ``classes``, ``groups`` (folds or splits as written), ``devices``, ``cities``: each
-          ``{name: {"clips": n, "train": n, "validation": n}}`` over the clips of the splits;
+          ``{name: {"clips": n, "train": n, "validation": n, "test": n}}`` over the clips of the splits;
         * ``duration_s``: ``{"min", "median", "max"}`` over readable clips (None when none is readable);
         * ``sample_rates_hz`` and ``channels``: ``{value: files}`` over readable clips;
         * ``unreadable_files`` and ``unreadable``: ``[{"path", "reason"}]``;
@@ -65,7 +66,8 @@ def check_dataset(data: str | Path, *, val_fold: str | None = None, seed: int = 
     Raises:
         UserInputError: The manifest cannot be read (see ``load_manifest``).
     """
-    manifest = load_manifest(data, val_fold=val_fold, seed=seed, val_fraction=val_fraction)
+    manifest = load_manifest(data, val_fold=val_fold, test_fold=test_fold, seed=seed, val_fraction=val_fraction,
+                             require_split=False)
     clips = manifest.clips
     rates: Counter = Counter()
     channels: Counter = Counter()
@@ -92,15 +94,16 @@ def check_dataset(data: str | Path, *, val_fold: str | None = None, seed: int = 
             short.append({"path": str(clip.path), "duration_s": round(seconds, 4)})
     for u in unreadable:
         log.warning("unreadable %s: %s", u["path"], u["reason"])
-    n_val = sum(c.is_validation for c in clips)
+    n_split = Counter(c.split for c in clips)
     left_reasons = Counter(c.reason for c in manifest.left_out)
     report = {
         "source": str(manifest.source),
         "layout": manifest.layout,
         "split_rule": manifest.split_rule,
         "clips": len(clips),
-        "train_clips": len(clips) - n_val,
-        "validation_clips": n_val,
+        "train_clips": n_split["train"],
+        "validation_clips": n_split["validation"],
+        "test_clips": n_split["test"],
         "readable_clips": len(durations),
         "classes": _table(clips, lambda c: c.label, order=manifest.class_names),
         "groups": _table(clips, lambda c: c.group),
@@ -137,17 +140,17 @@ def _header(clip: ClipRecord) -> tuple[Any, str]:
 
 
 def _table(clips: tuple[ClipRecord, ...], key, *, order: tuple[str, ...] = ()) -> dict[str, dict[str, int]]:
-    """``{value: {"clips", "train", "validation"}}`` over ``clips``; empty when no clip has a value."""
+    """``{value: {"clips", "train", "validation", "test"}}`` over ``clips``; empty when no clip has a value."""
     total: Counter = Counter()
-    val: Counter = Counter()
+    parts: dict[str, Counter] = {}
     for c in clips:
         k = key(c)
         total[k] += 1
-        val[k] += c.is_validation
+        parts.setdefault(k, Counter())[c.split] += 1
     if set(total) == {""}:
         return {}
     names = [n for n in order if n in total] + sorted(n for n in total if n not in order)
-    return {n: {"clips": total[n], "train": total[n] - val[n], "validation": val[n]} for n in names}
+    return {n: {"clips": total[n], **{s: parts[n][s] for s in ("train", "validation", "test")}} for n in names}
 
 
 def _notes(report: dict, *, rates: Counter, rate_of: dict[str, int], multichannel: list[str],
@@ -172,9 +175,14 @@ def _notes(report: dict, *, rates: Counter, rate_of: dict[str, int], multichanne
     dupes = [p for p, n in Counter(str(c.path) for c in clips).items() if n > 1]
     if dupes:
         notes.append(f"{len(dupes)} file(s) are listed more than once, e.g. {Path(dupes[0]).name}")
-    only_val = [d for d, n in report["devices"].items() if n["train"] == 0]
-    if only_val:
-        notes.append(f"device(s) {', '.join(only_val)} appear only in the validation split (unseen devices)")
+    unseen = [d for d, n in report["devices"].items() if n["train"] == 0]
+    if unseen:
+        notes.append(f"device(s) {', '.join(unseen)} appear only outside the train split (unseen devices)")
+    if not report["train_clips"] or not report["validation_clips"] or len(report["classes"]) < 2:
+        notes.append("a search needs two classes and clips in train and validation; this set can be scored with "
+                     "asc-search validate (every clip) but not searched")
+    if not report["test_clips"]:
+        notes.append("no test split: a run reports validation (selection) figures only")
     for name, counts in report["classes"].items():
         if counts["train"] == 0 or counts["validation"] == 0:
             part = "train" if counts["train"] == 0 else "validation"
@@ -196,7 +204,8 @@ def format_check(report: dict) -> str:
         f"Dataset: {r['source']}",
         f"Layout: {_LAYOUT_NAMES.get(r['layout'], r['layout'] or 'unknown')}",
         f"Split: {r['split_rule']}",
-        f"Clips: {r['clips']} in the splits ({r['train_clips']} train, {r['validation_clips']} validation); "
+        f"Clips: {r['clips']} in the splits ({r['train_clips']} train, {r['validation_clips']} validation, "
+        f"{r.get('test_clips', 0)} test); "
         f"{r['readable_clips']} readable, {r['unreadable_files']} unreadable; "
         f"{r['left_out_clips']} left out by the layout",
         "",
@@ -227,8 +236,9 @@ def _format_table(title: str, table: dict[str, dict[str, int]]) -> list[str]:
     if not table:
         return [f"{title}: none in this layout"]
     width = max(len(title), *(len(str(n)) + 2 for n in table))
-    out = [f"{title:<{width}}  {'clips':>7}  {'train':>7}  {'validation':>10}"]
-    out += [f"  {str(n):<{width - 2}}  {c['clips']:>7}  {c['train']:>7}  {c['validation']:>10}" for n, c in table.items()]
+    out = [f"{title:<{width}}  {'clips':>7}  {'train':>7}  {'validation':>10}  {'test':>7}"]
+    out += [f"  {str(n):<{width - 2}}  {c['clips']:>7}  {c['train']:>7}  {c['validation']:>10}  {c.get('test', 0):>7}"
+            for n, c in table.items()]
     return out + [""]
 
 

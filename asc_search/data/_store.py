@@ -74,6 +74,8 @@ class DecodedDataset:
         waveforms: One array per clip, shape ``(samples,)``, float32 in [-1, 1].
         labels: Class index per clip, shape ``(n_clips,)``.
         is_validation: Validation-split mask, shape ``(n_clips,)``.
+        is_test: Test-split mask, shape ``(n_clips,)`` (None: no test clip); the search and the selection never
+            read these clips (``is_train`` excludes them).
         devices: Device name per clip ("" when unknown).
         paths: Source file per clip.
         class_names: Class names; ``labels`` index into them.
@@ -103,6 +105,23 @@ class DecodedDataset:
     store: tuple[str, str] | None = None
     stored_fingerprint: str = ""
     preparation: dict = field(default_factory=dict)
+    is_test: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        self.is_validation = np.asarray(self.is_validation, dtype=bool)
+        self.is_test = (np.zeros(len(self.is_validation), dtype=bool) if self.is_test is None
+                        else np.asarray(self.is_test, dtype=bool))
+        if (self.is_validation & self.is_test).any():
+            raise ValueError("a clip is in both the validation and the test split")
+
+    @property
+    def is_train(self) -> np.ndarray:
+        """Training-split mask, shape ``(n_clips,)``: neither validation nor test."""
+        return ~(self.is_validation | self.is_test)
+
+    def split_codes(self) -> np.ndarray:
+        """Split per clip, shape ``(n_clips,)`` int8: 0 train, 1 validation, 2 test."""
+        return self.is_validation.astype(np.int8) + 2 * self.is_test.astype(np.int8)
 
     def __reduce__(self):
         if self.store is not None:
@@ -129,7 +148,7 @@ class DecodedDataset:
             return self.stored_fingerprint
         h = hashlib.sha1()
         h.update(str(self.sample_rate_hz).encode())
-        for p, lab, v, n in zip(self.paths, self.labels, self.is_validation, self.clip_lengths(), strict=True):
+        for p, lab, v, n in zip(self.paths, self.labels, self.split_codes(), self.clip_lengths(), strict=True):
             h.update(f"{p}|{lab}|{int(v)}|{n}\n".encode())
         return h.hexdigest()[:16]
 
@@ -138,8 +157,9 @@ class DecodedDataset:
         durations = self.clip_lengths() / self.sample_rate_hz
         return {
             "clips": len(self.waveforms),
-            "train_clips": int((~self.is_validation).sum()),
+            "train_clips": int(self.is_train.sum()),
             "validation_clips": int(self.is_validation.sum()),
+            "test_clips": int(self.is_test.sum()),
             "classes": list(self.class_names),
             "sample_rate_hz": self.sample_rate_hz,
             "native_sample_rates_hz": {str(k): v for k, v in sorted(self.native_rates_hz.items())},
@@ -370,7 +390,7 @@ def _write_view(root: Path, manifest: Manifest) -> str:
     index = np.load(root / INDEX_FILE)
     position, length = index["position"], index["length"]
     blob = json.dumps([manifest.class_names, [(str(c.path), c.label, c.is_validation, c.device, c.city)
-                                              for c in manifest.clips]])
+                                              + ((True,) if c.is_test else ()) for c in manifest.clips]])
     name = hashlib.sha1(blob.encode()).hexdigest()[:16]
     if (root / VIEWS_DIR / f"{name}.json").is_file():
         return name
@@ -378,13 +398,16 @@ def _write_view(root: Path, manifest: Manifest) -> str:
     clips = [manifest.clips[int(i)] for i in position]
     labels = np.asarray([class_index[c.label] for c in clips], dtype=np.int64)
     is_val = np.asarray([c.is_validation for c in clips], dtype=bool)
-    if is_val.all() or not is_val.any():
-        raise UserInputError(f"{manifest.source}: after skipping unreadable files one split is empty")
+    is_test = np.asarray([c.is_test for c in clips], dtype=bool)
+    if not is_val.any() or (is_val | is_test).all():
+        raise UserInputError(f"{manifest.source}: after skipping unreadable files the train or validation split "
+                             "is empty")
+    codes = is_val.astype(np.int8) + 2 * is_test.astype(np.int8)
     store = json.loads((root / STORE_FILE).read_text())
     h = hashlib.sha1(str(store["sample_rate_hz"]).encode())  # DecodedDataset.fingerprint's formula
-    for c, lab, v, n in zip(clips, labels, is_val, length, strict=True):
+    for c, lab, v, n in zip(clips, labels, codes, length, strict=True):
         h.update(f"{c.path}|{lab}|{int(v)}|{n}\n".encode())
-    arrays = {"labels": labels, "is_validation": is_val}
+    arrays = {"labels": labels, "is_validation": is_val, "is_test": is_test}
     for column in ("path", "device", "city"):
         arrays.update(_encode_strings(column, [str(getattr(c, column)) for c in clips]))
     atomic_write(root / VIEWS_DIR / f"{name}.npz", lambda p: _save_npz(p, **arrays))
@@ -410,6 +433,7 @@ def open_waveform_store(root: str | os.PathLike, view: str) -> DecodedDataset:
     return DecodedDataset(
         waveforms=StoredWaveforms(root, index["shard"], index["start"], index["length"]),
         labels=v["labels"], is_validation=v["is_validation"], devices=StoredStrings(v, "device"),
+        is_test=v["is_test"] if "is_test" in v.files else None,
         paths=StoredStrings(v, "path"), class_names=tuple(meta["class_names"]),
         sample_rate_hz=int(store["sample_rate_hz"]),
         skipped=[SkippedFile(path=s["path"], reason=s["reason"]) for s in store["skipped"]],

@@ -107,7 +107,7 @@ def export_and_validate(model_pt: Path, data_by_rate: dict[int, DecodedDataset],
     data = data_by_rate[genome.frontend.sample_rate_hz]
     layout = patch_layout(genome)
     features, _ = cache.get(data, layout)
-    train = np.flatnonzero(~data.is_validation)
+    train = np.flatnonzero(data.is_train)
     val = np.flatnonzero(data.is_validation)
     if not len(val):
         raise UserInputError(f"{model_pt}: the data set has no validation clips to validate the export on")

@@ -54,7 +54,7 @@ def plan_data(config: RunConfig) -> DataPlan:
         UserInputError: The manifest is bad, or a requested rate is above the data's native rate (upsampling
             adds no information), or the CSSD teacher's rate is out of range.
     """
-    manifest = load_manifest(config.data, val_fold=config.val_fold, seed=config.seed)
+    manifest = load_manifest(config.data, val_fold=config.val_fold, test_fold=config.test_fold, seed=config.seed)
     native = native_sample_rate_hz(manifest)
     students = tuple(sorted(set(config.sample_rates_hz))) or (native,)
     too_high = [r for r in students if r > native]
@@ -132,9 +132,27 @@ def prepare_data(plan: DataPlan, cache: Path, say: Callable[[str], None] | None 
               "source": ms["source"],
               "layout": ms.get("layout", ""), "split_rule": manifest.split_rule,
               "left_out_clips": ms.get("left_out_clips", 0),
+              "splits": split_roles(data), **({"locations": ms["locations"]} if "locations" in ms else {}),
               "preparation": {"seconds": round(time.perf_counter() - t0, 2), "cache": str(cache),
                               "stores": [d.preparation for d in data_by_rate.values()]}}
     return data_by_rate, report
+
+
+SPLIT_ROLES = {
+    "train": "fits the weights",
+    "validation": "picks each trial's epoch; the search's objective; decides the Pareto front, the knee, the "
+                  "ensemble and deploy --pick (a selection figure, optimistic as an estimate)",
+    "test": "never read by the search or the selection; scored once per exported model, after the refit: the "
+            "figures the report leads with",
+}
+
+
+def split_roles(data) -> dict:
+    """``{"train"|"validation"|"test": {"clips": n, "role": text}}`` for ``data_report.json``."""
+    n = {"train": int(data.is_train.sum()), "validation": int(data.is_validation.sum()),
+         "test": int(data.is_test.sum())}
+    return {k: {"clips": n[k], "role": SPLIT_ROLES[k] if n[k] or k != "test" else
+                "no test split: the run reports validation (selection) figures only"} for k in SPLIT_ROLES}
 
 
 def _progress_lines(rate_hz: int, say: Callable[[str], None] | None,

@@ -264,7 +264,7 @@ def train_genome(genome: Genome, data_by_rate: dict[int, DecodedDataset], featur
     """
     t = genome.training
     data = data_by_rate[genome.frontend.sample_rate_hz]
-    train = np.flatnonzero(~data.is_validation)
+    train = np.flatnonzero(data.is_train)
     val = np.flatnonzero(data.is_validation)
     norm = Normalisation.fit(features, train, deltas=genome.frontend.deltas, seed=settings.seed)
     epochs = t.epochs or settings.epochs
@@ -317,7 +317,7 @@ def _teacher(genome: Genome, data_by_rate: dict[int, DecodedDataset], features, 
     members. ``run(model, stage, settings, feats=, nm=)`` trains a stage and records it in ``stages``."""
     t = genome.training
     data = data_by_rate[genome.frontend.sample_rate_hz]
-    train = np.flatnonzero(~data.is_validation)
+    train = np.flatnonzero(data.is_train)
     if t.kd_teacher == "ensemble":
         teacher, members = _ensemble_teacher(tune_dir, data_by_rate, cache, train)
         stages["teacher_ensemble"] = {"members": members}

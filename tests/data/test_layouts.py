@@ -48,21 +48,40 @@ def test_tau22_layout_splits_devices_cities_and_left_out_rows(tau22):
     m = load_manifest(tau22)
     assert m.layout == "tau22" and m.source == tau22
     assert m.class_names == tuple(sorted(SCENES[:4]))
-    assert len(m.clips) == 96 and sum(c.is_validation for c in m.clips) == 24
-    assert {c.group for c in m.clips if c.is_validation} == {"evaluate"}
-    assert {c.group for c in m.clips if not c.is_validation} == {"train"}
-    assert {c.device for c in m.clips if not c.is_validation} == {"a", "b", "c"}
-    assert {c.device for c in m.clips if c.is_validation} == {"a", "b", "c", "s1", "s2"}
+    assert len(m.clips) == 96 and sum(c.is_test for c in m.clips) == 24
+    assert {c.group for c in m.clips if c.is_test} == {"evaluate"}
+    assert {c.group for c in m.clips if not c.is_test} == {"train"}
+    # validation is carved from fold1_train: every scene has validation clips, and train keeps most of them
+    val = [c for c in m.clips if c.is_validation]
+    assert {c.label for c in val} == set(m.class_names) and 8 <= len(val) <= 24
+    assert {c.device for c in m.clips if c.split == "train"} == {"a", "b", "c"}
+    assert {c.device for c in m.clips if c.is_test} == {"a", "b", "c", "s1", "s2"}
     assert {c.city for c in m.clips} == set(CITIES[:4])
     for c in m.clips:
         stem = c.path.stem.split("-")
         assert (c.device, c.city, c.label) == (stem[-1], stem[1], stem[0])
-        assert c.path.is_file()
+        assert c.path.is_file() and c.location
     assert len(m.left_out) == 8
     assert all(Path(x.path).stem.endswith("-s3") for x in m.left_out)
     assert {x.reason for x in m.left_out} == {"in meta.csv but in neither fold1_train.csv nor fold1_evaluate.csv"}
     assert m.summary()["left_out_clips"] == 8 and m.summary()["layout"] == "tau22"
-    assert "fold1_evaluate.csv = validation" in m.split_rule
+    assert "fold1_evaluate.csv = test" in m.split_rule and "no location in both" in m.split_rule
+
+
+def test_tau22_no_recording_location_and_no_clip_is_in_two_splits(tau22):
+    """The DCASE practice: validation is a group split of fold1_train by recording location (meta.csv's
+    identifier); test is fold1_evaluate. No location, and no file, is in two of the three splits, whatever the
+    seed."""
+    for seed in range(4):
+        m = load_manifest(tau22, seed=seed)
+        where: dict[str, set[str]] = {}
+        for c in m.clips:
+            where.setdefault(c.location, set()).add(c.split)
+        assert all(len(s) == 1 for s in where.values()), {k: v for k, v in where.items() if len(v) > 1}
+        assert len({c.path for c in m.clips}) == len(m.clips)
+        assert m.location_summary()["in_two_splits"] == 0
+        assert all(m.location_summary()[s] > 0 for s in ("train", "validation", "test"))
+    assert [c.split for c in load_manifest(tau22, seed=0).clips] != [c.split for c in load_manifest(tau22, seed=1).clips]
 
 
 def test_tau22_files_are_tab_separated_as_in_the_real_set(tau22):
@@ -111,10 +130,12 @@ def test_tau22_clip_in_both_splits_or_with_two_labels_is_a_user_error(esc10, tmp
         load_manifest(root)
 
 
-def test_tau22_val_fold_names_the_setup_fold(tau22):
-    assert load_manifest(tau22, val_fold="1").clips == load_manifest(tau22).clips
+def test_tau22_test_fold_names_the_setup_fold_and_val_fold_is_refused(tau22):
+    assert load_manifest(tau22, test_fold="1").clips == load_manifest(tau22).clips
     with pytest.raises(UserInputError, match=r"fold2_train.csv does not exist.*folds of .* are \['1'\]"):
-        load_manifest(tau22, val_fold="2")
+        load_manifest(tau22, test_fold="2")
+    with pytest.raises(UserInputError, match="group split of fold1_train.csv by recording location.*drop --val-fold"):
+        load_manifest(tau22, val_fold="1")
 
 
 def test_tau22_without_the_evaluate_file_or_setup_folder_says_what_to_restore(esc10, tmp_path):
@@ -165,13 +186,18 @@ def test_esc50_layout_uses_category_and_holds_out_fold_5(esc10, tmp_path):
     (root / "metadata.csv").write_text("filename,label\nx.wav,a\n")  # ESC-50 is detected before a manifest
     m = load_manifest(root)
     assert m.layout == "esc50" and m.class_names == ("dog", "rain", "rooster")
-    assert len(m.clips) == 15 and all(c.is_validation == (c.group == "5") for c in m.clips)
+    assert len(m.clips) == 15 and all(c.is_test == (c.group == "5") for c in m.clips)
+    assert all(c.is_validation == (c.group == "4") for c in m.clips)
     assert all(c.path.parent == (root / "audio").resolve() and c.path.is_file() for c in m.clips)
-    assert "ESC-50 fold 5 = validation" in m.split_rule
+    assert "ESC-50 fold 5 = test, fold 4 = validation" in m.split_rule
     assert load_manifest(root / "meta" / "esc50.csv").clips == m.clips
-    assert sum(c.is_validation for c in load_manifest(root, val_fold="2").clips) == 3
+    m2 = load_manifest(root, val_fold="2", test_fold="1")
+    assert {c.group for c in m2.clips if c.is_validation} == {"2"} and {c.group for c in m2.clips if c.is_test} == {"1"}
     with pytest.raises(UserInputError, match=r"--val-fold '9' is not a fold of .*esc50.csv; its folds are"):
         load_manifest(root, val_fold="9")
+    with pytest.raises(UserInputError, match=r"--val-fold '5' is also the test fold"):
+        load_manifest(root, val_fold="5")
+    assert not any(c.is_test for c in load_manifest(root, test_fold="none").clips)
     d = decode_dataset(m, sample_rate_hz=16000)
     assert len(d.waveforms) == 15
 
@@ -201,8 +227,9 @@ def test_val_fold_on_a_layout_without_folds_is_a_user_error(fsdd, esc10, tmp_pat
 def test_csv_manifest_reads_device_and_city_columns(esc10, tmp_path):
     a, b = (str((esc10 / r["filename"]).resolve()) for r in _esc10_rows(esc10)[:2])
     (tmp_path / "m.csv").write_text(f"filename,label,split,device,city\n{a},x,train,a,paris\n{b},y,test,s1,lyon\n")
-    m = load_manifest(tmp_path / "m.csv")
+    m = load_manifest(tmp_path / "m.csv", require_split=False)
     assert m.layout == "csv" and [(c.device, c.city) for c in m.clips] == [("a", "paris"), ("s1", "lyon")]
+    assert [c.split for c in m.clips] == ["train", "test"]
 
 
 # --- check_dataset / format_check ---------------------------------------------------------------------------
@@ -211,12 +238,12 @@ def test_csv_manifest_reads_device_and_city_columns(esc10, tmp_path):
 def test_check_esc10_counts(esc10):
     r = check_dataset(esc10)
     assert r["layout"] == "csv" and r["clips"] == 240 and r["readable_clips"] == 240
-    assert len(r["classes"]) == 10 and all(v == {"clips": 24, "train": 16, "validation": 8}
+    assert len(r["classes"]) == 10 and all(v == {"clips": 24, "train": 8, "validation": 8, "test": 8}
                                            for v in r["classes"].values())
-    assert r["groups"] == {"1": {"clips": 80, "train": 80, "validation": 0},
-                           "2": {"clips": 80, "train": 80, "validation": 0},
-                           "3": {"clips": 80, "train": 0, "validation": 80}}
-    assert (r["train_clips"], r["validation_clips"]) == (160, 80)
+    assert r["groups"] == {"1": {"clips": 80, "train": 80, "validation": 0, "test": 0},
+                           "2": {"clips": 80, "train": 0, "validation": 80, "test": 0},
+                           "3": {"clips": 80, "train": 0, "validation": 0, "test": 80}}
+    assert (r["train_clips"], r["validation_clips"], r["test_clips"]) == (80, 80, 80)
     assert r["sample_rates_hz"] == {16000: 240} and r["channels"] == {1: 240}
     assert r["unreadable_files"] == 0 and r["unreadable"] == [] and r["left_out_clips"] == 0
     assert r["devices"] == {} and r["cities"] == {}
@@ -224,7 +251,7 @@ def test_check_esc10_counts(esc10):
     assert r["duration_s"]["max"] < 8.0 and r["short_clips"] == [] and r["notes"] == []
     assert json.loads(json.dumps(r))["sample_rates_hz"] == {"16000": 240}  # the report is JSON-serialisable
     text = format_check(r)
-    assert "Clips: 240 in the splits (160 train, 80 validation); 240 readable, 0 unreadable" in text
+    assert "Clips: 240 in the splits (80 train, 80 validation, 80 test); 240 readable, 0 unreadable" in text
     assert "Classes (10)" in text and "Folds/splits (3)" in text and "16000 Hz: 240" in text
     assert "Unreadable files (0): none" in text and "Devices (0): none in this layout" in text
 
@@ -277,16 +304,17 @@ def test_check_reports_missing_files_of_a_manifest(esc10, tmp_path):
 
 def test_check_tau22_devices_cities_and_left_out(tau22):
     r = check_dataset(tau22)
-    assert r["layout"] == "tau22" and (r["clips"], r["train_clips"], r["validation_clips"]) == (96, 72, 24)
+    assert r["layout"] == "tau22" and (r["clips"], r["test_clips"]) == (96, 24)
+    assert r["train_clips"] + r["validation_clips"] == 72 and r["validation_clips"] >= 8
     assert r["left_out_clips"] == 8
     assert r["left_out_reasons"] == {"in meta.csv but in neither fold1_train.csv nor fold1_evaluate.csv": 8}
     assert set(r["devices"]) == {"a", "b", "c", "s1", "s2"}
-    assert r["devices"]["s1"]["train"] == 0 and r["devices"]["a"]["train"] == 24
+    assert r["devices"]["s1"]["train"] == 0 and r["devices"]["a"]["train"] + r["devices"]["a"]["validation"] == 24
     assert set(r["cities"]) == set(CITIES[:4]) and sum(v["clips"] for v in r["cities"].values()) == 96
-    assert r["groups"]["evaluate"] == {"clips": 24, "train": 0, "validation": 24}
+    assert r["groups"]["evaluate"] == {"clips": 24, "train": 0, "validation": 0, "test": 24}
     assert r["duration_s"] == {"min": 1.0, "median": 1.0, "max": 1.0} and r["sample_rates_hz"] == {16000: 96}
     assert r["short_clips"] == [] and r["unreadable_files"] == 0
     text = format_check(r)
     assert "TAU Urban Acoustic Scenes 2022 Mobile" in text and "8 left out by the layout" in text
-    assert "Devices (5)" in text and "Cities (4)" in text and "s1, s2 appear only in the validation split" in text
+    assert "Devices (5)" in text and "Cities (4)" in text and "s1, s2 appear only outside the train split" in text
     assert "8 in meta.csv but in neither fold1_train.csv nor fold1_evaluate.csv" in text
