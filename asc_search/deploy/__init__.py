@@ -1,7 +1,14 @@
 """Deploy: INT8 TFLite export and its validation (bytes, MACs, accuracy, agreement with float), the budget's
 pass/fail lines (limits), bundles and validating a model on labelled audio."""
 
-from asc_search.deploy._bundle import choose_exports, export_and_validate, export_front, write_npy
+from asc_search.deploy._bundle import (
+    SEARCH_MODEL_FILE,
+    choose_exports,
+    export_and_validate,
+    export_front,
+    model_to_export,
+    write_npy,
+)
 from asc_search.deploy._deploy import (
     ClipMeans,
     DeployFrontend,
@@ -45,6 +52,7 @@ __all__ = [
     "TargetBudgetError",
     "audio_groups",
     "check_limits",
+    "SEARCH_MODEL_FILE",
     "choose_exports",
     "describe_failures",
     "ensemble_measured",
@@ -53,6 +61,7 @@ __all__ = [
     "export_ensemble",
     "export_front",
     "export_frontend_tflite",
+    "model_to_export",
     "export_int8_tflite",
     "litert_interpreter",
     "litert_latency_ms",

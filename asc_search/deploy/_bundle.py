@@ -37,6 +37,7 @@ from asc_search.search_spaces import patch_layout
 from asc_search.trainers import (
     classification_metrics,
     clip_probabilities,
+    estimate_metrics,
     full_metrics,
     grouped_accuracy,
 )
@@ -76,7 +77,7 @@ def choose_exports(front: list[dict], max_export: int) -> list[dict]:
 
 
 def export_and_validate(model_pt: Path, data_by_rate: dict[int, DecodedDataset], cache: FeatureCache,
-                        budget: Budget) -> dict:
+                        budget: Budget, *, search_model_pt: Path | None = None) -> dict:
     """Export one trained candidate to INT8 TFLite beside ``model_pt`` and validate it.
 
     Validation: weight bytes and MACs counted on the .tflite graph against the genome's; clip-level
@@ -90,6 +91,16 @@ def export_and_validate(model_pt: Path, data_by_rate: dict[int, DecodedDataset],
     model (``val_probs_float.npy``, ``val_probs_int8.npy``: ``(n_val, K)`` float32, clips in the order of
     ``np.flatnonzero(data.is_validation)``) and their labels (``val_labels.npy``) are saved beside it for
     ``export_ensemble``.
+
+    Test: where the data has a test split, the INT8 and the float model are scored on it, once, here (nothing
+    before the export reads a test clip): ``test`` holds ``estimate_metrics`` of both (accuracy, log loss, UAR,
+    per class, per device with the devices seen in training apart, 95 % bootstrap intervals), and
+    ``test_probs_int8.npy`` / ``test_probs_float.npy`` / ``test_labels.npy`` (clips in the order of
+    ``np.flatnonzero(data.is_test)``) are saved for ``export_ensemble``. With ``search_model_pt`` (the search's
+    checkpoint of a refit model), ``test["search_model_float"]`` holds the float figures of the search's own
+    weights.
+    After a refit, the model has trained on the validation clips: its validation figures here check the export
+    (INT8 against float), they are not an estimate.
 
     Memory: the validation clips are read ``VALIDATION_GROUP_CLIPS`` at a time and their patches validated
     batch by batch (``PATCH_BATCH``), so no step holds the audio, features or patch outputs of the whole split;
@@ -184,7 +195,12 @@ def export_and_validate(model_pt: Path, data_by_rate: dict[int, DecodedDataset],
         "device_latency_model": "MACs / calibrated MAC throughput of the device profile (see asc-search budgets)",
         "interpreter": "LiteRT (XNNPACK, 1 thread)", "export_s": round(export_s, 2),
         "budget": budget.name, "limits": [c.to_dict() for c in checks], "deployable": passes(checks),
+        "refit": ckpt.metrics.get("refit"),
     }
+    test = np.flatnonzero(data.is_test)
+    if len(test):
+        report["test"] = _test_figures(data, test, layout, frontend, model, tflite_path, ckpt, out_dir,
+                                       search_model_pt=search_model_pt)
     # clip-level validation probabilities (n_val, K), clips in the order of np.flatnonzero(data.is_validation):
     # export_ensemble fuses the members' from these
     write_npy(out_dir / "val_probs_float.npy", f_clip.astype(np.float32))
@@ -200,6 +216,47 @@ def export_and_validate(model_pt: Path, data_by_rate: dict[int, DecodedDataset],
                                            "model_input": "int8 [1, n_bins, patch_frames, 1 + deltas] = quantise("
                                                           "(features with deltas - mean_db[c]) / std_db[c])"})
     return report
+
+
+def _test_figures(data: DecodedDataset, test: np.ndarray, layout, frontend: DeployFrontend, model, tflite_path: Path,
+                  ckpt, out_dir: Path, *, search_model_pt: Path | None) -> dict:
+    """Score the exported model (INT8 in LiteRT with XNNPACK, and float) on the test clips ``test`` through the
+    deployable float front-end; write their clip probabilities; return the ``test`` section of
+    ``validation.json``."""
+    refit = ckpt.metrics.get("refit")
+    trained_on = data.is_train | data.is_validation if refit else data.is_train
+    seen = {data.devices[int(i)] for i in np.flatnonzero(trained_on)} if any(data.devices) else None
+    search = None
+    if search_model_pt is not None:
+        s_ckpt = load_checkpoint(search_model_pt)
+        s_norm = s_ckpt.normalisation
+        search = (DeployFrontend(layout.frontend, list(s_norm.mean_db), list(s_norm.std_db)).eval(),
+                  s_ckpt.build_model())
+    f_sum, q_sum = ClipMeans(len(test), ckpt.n_classes), ClipMeans(len(test), ckpt.n_classes)
+    s_sum = ClipMeans(len(test), ckpt.n_classes) if search else None
+    for chunks, owner in _validation_patches(data.waveforms, test, chunk_samples=layout.chunk_samples,
+                                             hop_samples=layout.patch_hop_samples):
+        x = batched(frontend, chunks, batch=PATCH_BATCH)
+        f_sum.add(batched(model, x, batch=PATCH_BATCH, softmax=True), owner)
+        q_sum.add(softmax_rows(run_int8(tflite_path, x, xnnpack=True)), owner)
+        if search:
+            s_sum.add(batched(search[1], batched(search[0], chunks, batch=PATCH_BATCH), batch=PATCH_BATCH,
+                              softmax=True), owner)
+    y = data.labels[test]
+    devices = [data.devices[int(i)] for i in test] if any(data.devices) else None
+    names = list(ckpt.class_names)
+    f_clip, q_clip = f_sum.means(), q_sum.means()
+    write_npy(out_dir / "test_probs_float.npy", f_clip.astype(np.float32))
+    write_npy(out_dir / "test_probs_int8.npy", q_clip.astype(np.float32))
+    write_npy(out_dir / "test_labels.npy", np.asarray(y, dtype=np.int64))
+    out = {"split": "test", "clips": int(len(test)), "model": "refit on train + validation" if refit else
+           "the search's weights (trained on train)",
+           "int8": estimate_metrics(y, q_clip, class_names=names, devices=devices, seen_devices=seen),
+           "float": estimate_metrics(y, f_clip, class_names=names, devices=devices, seen_devices=seen, n_bootstrap=0)}
+    if s_sum is not None:
+        out["search_model_float"] = estimate_metrics(y, s_sum.means(), class_names=names, devices=devices,
+                                                     seen_devices=seen, n_bootstrap=0)
+    return out
 
 
 def write_npy(path: Path, array: np.ndarray) -> Path:
@@ -293,12 +350,35 @@ def _tflm_check(tflite_path: Path, x_val: np.ndarray, owner: np.ndarray, f_clip:
         return {"tflm_error": str(exc)}
 
 
+SEARCH_MODEL_FILE = "search_model.pt"
+"""A refit model's folder keeps the search's own checkpoint under this name (``model.pt`` is the refit one)."""
+
+
+def model_to_export(row: dict, dest: Path, refit: Callable[[Path, Path], Path] | None) -> tuple[Path, Path | None]:
+    """Put the checkpoint to export into ``dest``: the trial's own (``model.pt``), or, with ``refit``, the search's
+    as ``search_model.pt`` and ``refit(search_model_pt, dest / "model.pt")``'s as ``model.pt``.
+
+    Returns:
+        ``(model_pt, search_model_pt or None)``.
+    """
+    model_pt = copy_checkpoint(row, dest)
+    if refit is None:
+        return model_pt, None
+    search_pt = dest / SEARCH_MODEL_FILE
+    model_pt.replace(search_pt)
+    return refit(search_pt, model_pt), search_pt
+
+
 def export_front(run_dir: Path, front: list[dict], data_by_rate: dict[int, DecodedDataset], budget: Budget, *,
-                 max_export: int,
-                 say: Callable[[str], None]) -> list[dict]:
+                 max_export: int, say: Callable[[str], None],
+                 refit: Callable[[Path, Path], Path] | None = None) -> list[dict]:
     """Export and validate the chosen front members into ``run_dir/models/<trial_id>/``.
 
-    A member whose export fails is recorded with its error; the others go on.
+    Args:
+        refit: ``refit(search_model_pt, out_model_pt)`` trains a member again before its export (on train +
+            validation, ``asc_search.search.refit_checkpoint``); None exports the search's weights.
+
+    A member whose export (or refit) fails is recorded with its error; the others go on.
     """
     cache = FeatureCache(run_cache_dir(run_dir), run=str(Path(run_dir).resolve()))
     out = []
@@ -307,8 +387,8 @@ def export_front(run_dir: Path, front: list[dict], data_by_rate: dict[int, Decod
         dest = run_dir / MODELS_DIR / row["trial_id"]
         say(f"export {k}/{len(picks)}: {row['trial_id']} ({row['summary']})")
         try:
-            model_pt = copy_checkpoint(row, dest)
-            v = export_and_validate(model_pt, data_by_rate, cache, budget)
+            model_pt, search_pt = model_to_export(row, dest, refit)
+            v = export_and_validate(model_pt, data_by_rate, cache, budget, search_model_pt=search_pt)
         except Exception as exc:  # noqa: BLE001 - one failed member must not cost the others or the report
             log.error("export of %s failed: %s: %s", row["trial_id"], type(exc).__name__, exc)
             v = {"trial_id": row["trial_id"], "error": f"{type(exc).__name__}: {exc}", "deployable": False}

@@ -14,7 +14,7 @@ from asc_search._io import write_json
 from asc_search.constraints import Budget
 from asc_search.deploy._limits import check_limits, ensemble_measured, passes
 from asc_search.rundir import ENSEMBLE_ID, LABELS_FILE, MODELS_DIR, VALIDATION_FILE, model_dir
-from asc_search.trainers import FUSIONS, full_metrics, fuse
+from asc_search.trainers import FUSIONS, estimate_metrics, full_metrics, fuse
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,8 @@ HOW_TO_FUSE = {
 
 def export_ensemble(run_dir: str | Path, selection, budget: Budget, *, y_val: np.ndarray | None = None,
                     class_names: Sequence[str] | None = None, groups: Sequence[str] | None = None,
-                    n_bootstrap: int = 1000, seed: int = 0) -> dict:
+                    n_bootstrap: int = 1000, seed: int = 0, test_devices: Sequence[str] | None = None,
+                    seen_devices: set[str] | None = None) -> dict:
     """Write ``run_dir/models/ensemble/`` (``fusion.json``, ``validation.json``) for a selected ensemble.
 
     The ensemble is deployed member by member: each member is the single-model export in
@@ -53,6 +54,8 @@ def export_ensemble(run_dir: str | Path, selection, budget: Budget, *, y_val: np
     one after another; ``ensemble_measured``),
     ``full_metrics`` of the INT8 and of the float ensemble, the clip-level argmax agreement of the fused INT8 and
     float predictions (at least ``MIN_INT8_AGREEMENT`` to pass) and ``deployable`` (every line passes).
+    Where every member was scored on the test split (``test_probs_int8.npy``), ``test`` holds
+    ``estimate_metrics`` of the fused INT8 and float test probabilities, by the same rule.
 
     Args:
         run_dir: The run directory.
@@ -63,6 +66,8 @@ def export_ensemble(run_dir: str | Path, selection, budget: Budget, *, y_val: np
         groups: Device of each validation clip (per-device accuracy), length ``n_val``, optional.
         n_bootstrap: Bootstrap resamples of the metrics' confidence intervals.
         seed: Seed of the bootstrap.
+        test_devices: Device of each test clip, optional (per-device test figures).
+        seen_devices: Devices the members trained on (the seen / unseen split of the test figures).
 
     Returns:
         The validation dict (also written to ``validation.json``).
@@ -139,6 +144,17 @@ def export_ensemble(run_dir: str | Path, selection, budget: Budget, *, y_val: np
         "interpreter": "LiteRT (XNNPACK, 1 thread), per member; fused by the rule in fusion.json",
         "budget": budget.name, "limits": [c.to_dict() for c in checks], "deployable": passes(checks),
     }
+    if all((f / "test_probs_int8.npy").is_file() for f in folders):
+        y_test = np.load(folders[0] / "test_labels.npy")
+        fused = {kind: fuse([np.load(f / f"test_probs_{kind}.npy") for f in folders], rule) for kind in ("int8", "float")}
+        devices = list(test_devices) if test_devices is not None and any(test_devices) else None
+        report["test"] = {
+            "split": "test", "clips": int(len(y_test)),
+            "model": "members " + ", ".join(sorted({str(v.get("test", {}).get("model")) for v in vals})),
+            "int8": estimate_metrics(y_test, fused["int8"], class_names=names, devices=devices,
+                                     seen_devices=seen_devices, n_bootstrap=n_bootstrap, seed=seed),
+            "float": estimate_metrics(y_test, fused["float"], class_names=names, devices=devices,
+                                      seen_devices=seen_devices, n_bootstrap=0)}
     fusion = {
         "kind": "ensemble", "fusion": rule, "labels": names,
         "members": [{"trial_id": m, "folder": str(f.relative_to(run_dir)),

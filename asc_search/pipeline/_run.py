@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -20,7 +21,7 @@ from asc_search._pareto import mark_front
 from asc_search.config import RunConfig
 from asc_search.constraints import Budget
 from asc_search.data import DecodedDataset
-from asc_search.deploy import export_and_validate, export_ensemble, export_front
+from asc_search.deploy import export_and_validate, export_ensemble, export_front, model_to_export
 from asc_search.frontends import FeatureCache
 from asc_search.pipeline._prepare import (
     DataPlan,
@@ -44,7 +45,6 @@ from asc_search.rundir import (
     blank_row,
     cache_dir,
     check_new_run_dir,
-    copy_checkpoint,
     model_dir,
     read_run_config,
     run_cache_dir,
@@ -57,10 +57,17 @@ from asc_search.search import (
     alive_nodes,
     check_storage_reachable,
     nodes_seeing,
+    refit_checkpoint,
     run_tune,
     start_ray,
+    trial_settings,
 )
-from asc_search.trainers import EnsembleSelection, ensemble_candidates_from_rows, select_ensemble
+from asc_search.trainers import (
+    EnsembleSelection,
+    ensemble_candidates_from_rows,
+    select_ensemble,
+    training_device,
+)
 
 log = logging.getLogger(__name__)
 
@@ -228,10 +235,36 @@ def _finish(config: RunConfig, run_dir: Path, rows: list[dict], data_by_rate: di
         if r["status"] == "failed":
             say(f"failed trial {r['trial_id']}: {r['error'] or 'no reason recorded'}")
     singles = [r for r in front if r["trial_id"] != ENSEMBLE_ID]
-    export_front(run_dir, singles, data_by_rate, budget, max_export=config.max_export, say=say)
+    refit = _refit(config, run_dir, data_by_rate, say) if config.refit else None
+    export_front(run_dir, singles, data_by_rate, budget, max_export=config.max_export, say=say, refit=refit)
     if selection is not None and any(r["trial_id"] == ENSEMBLE_ID for r in front):
-        _export_ensemble(run_dir, selection, rows, data_by_rate, budget, say)
+        _export_ensemble(run_dir, selection, rows, data_by_rate, budget, say, refit)
     return report_run(run_dir)
+
+
+def _refit(config: RunConfig, run_dir: Path, data_by_rate: dict[int, DecodedDataset],
+           say: Callable[[str], None]) -> Callable[[Path, Path], Path]:
+    """``refit(search_model_pt, out)``: train an exported model again on train + validation for its selected epochs
+    (``asc_search.search.refit_checkpoint``), in this process, with the run's trial settings."""
+    # the search is over: the refit may use every CPU of this machine, and a GPU where the trials had one
+    settings = replace(trial_settings(config, run_dir), threads=max(1, os.cpu_count() or 1))
+    cache = FeatureCache(run_cache_dir(run_dir), run=str(run_dir))
+    device = training_device([0] if config.gpus_per_trial > 0 else [])
+
+    def refit(search_pt: Path, out: Path) -> Path:
+        done = refit_checkpoint(search_pt, data_by_rate, cache=cache, settings=settings, out=out, device=device)
+        say(f"refit {out.parent.name} on train + validation: {_epochs_line(done)}")
+        return done
+
+    return refit
+
+
+def _epochs_line(model_pt: Path) -> str:
+    from asc_search.rundir import load_checkpoint
+
+    r = load_checkpoint(model_pt).metrics.get("refit") or {}
+    return (", ".join(f"{stage} {n} epochs" for stage, n in (r.get("epochs") or {}).items())
+            + f", {r.get('train_clips')} clips, {r.get('seconds')} s")
 
 
 def _select_ensemble(rows: list[dict], data_by_rate: dict[int, DecodedDataset], budget: Budget,
@@ -262,7 +295,7 @@ def _ensemble_row(sel: EnsembleSelection) -> dict:
 
 
 def _export_ensemble(run_dir: Path, sel: EnsembleSelection, rows: list[dict], data_by_rate: dict[int, DecodedDataset],
-                     budget: Budget, say: Callable[[str], None]) -> None:
+                     budget: Budget, say: Callable[[str], None], refit: Callable[[Path, Path], Path] | None) -> None:
     """Export the members not yet exported, then the ensemble (``models/ensemble/``); a failure is recorded."""
     by_id = {r["trial_id"]: r for r in rows}
     cache = FeatureCache(run_cache_dir(run_dir), run=str(run_dir))
@@ -271,11 +304,14 @@ def _export_ensemble(run_dir: Path, sel: EnsembleSelection, rows: list[dict], da
         for member in sel.members:
             if not (model_dir(run_dir, member) / VAL_PROBS_INT8_FILE).exists():
                 say(f"export ensemble member {member} ({by_id[member]['summary']})")
-                export_and_validate(copy_checkpoint(by_id[member], model_dir(run_dir, member)), data_by_rate,
-                                    cache, budget)
+                model_pt, search_pt = model_to_export(by_id[member], model_dir(run_dir, member), refit)
+                export_and_validate(model_pt, data_by_rate, cache, budget, search_model_pt=search_pt)
         data = next(iter(data_by_rate.values()))
         val = np.flatnonzero(data.is_validation)
-        v = export_ensemble(run_dir, sel, budget, y_val=data.labels[val], class_names=list(data.class_names))
+        trained_on = data.is_train | data.is_validation if refit is not None else data.is_train
+        v = export_ensemble(run_dir, sel, budget, y_val=data.labels[val], class_names=list(data.class_names),
+                            test_devices=[data.devices[int(i)] for i in np.flatnonzero(data.is_test)],
+                            seen_devices={data.devices[int(i)] for i in np.flatnonzero(trained_on)})
         say(f"ensemble INT8 accuracy {v['int8']['accuracy']:.3f}, deployable {v['deployable']}")
     except Exception as exc:  # noqa: BLE001 - the single models and the report must not be lost
         log.error("export of the ensemble failed: %s: %s", type(exc).__name__, exc)

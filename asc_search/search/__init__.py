@@ -15,6 +15,7 @@ from asc_search.search._trainable import (
     TrainedGenome,
     TrialSettings,
     parse_faults,
+    refit_checkpoint,
     train_candidate,
     train_genome,
 )
@@ -24,6 +25,7 @@ from asc_search.search._tune import (
     count_finished,
     make_sampler,
     run_tune,
+    trial_settings,
 )
 
 __all__ = [
@@ -48,8 +50,10 @@ __all__ = [
     "make_sampler",
     "parse_faults",
     "record_cluster",
+    "refit_checkpoint",
     "run_tune",
     "start_ray",
     "train_candidate",
     "train_genome",
+    "trial_settings",
 ]

@@ -237,7 +237,7 @@ class TrainedGenome:
 
 def train_genome(genome: Genome, data_by_rate: dict[int, DecodedDataset], features, *, cache: FeatureCache,
                  settings: TrialSettings, device: str = "cpu", on_epoch=None, poison: bool = False,
-                 tune_dir: str = "") -> TrainedGenome:
+                 tune_dir: str = "", refit_epochs: dict[str, int] | None = None) -> TrainedGenome:
     """Train a genome through every stage its training genes ask for, in order:
 
     1. a teacher, when distilling: BASD (the same network, a first generation), CSSD (the same network on
@@ -258,14 +258,20 @@ def train_genome(genome: Genome, data_by_rate: dict[int, DecodedDataset], featur
         on_epoch: ``on_epoch(row, stage)`` after every epoch of every stage.
         poison: Fill the weights with NaN (fault injection: the loss becomes NaN).
         tune_dir: The run's Tune folder (the ensemble teacher's members are its finished trials).
+        refit_epochs: The refit before export: epochs per stage (``train``, ``pruned_finetune``, ``qat``,
+            ``teacher_basd`` ...: each the stage's selected epoch in the search). The model then trains on train +
+            validation, for exactly those epochs, and keeps its last weights (``TrainSettings.keep_last``). None:
+            the search's training (train clips, best validation epoch, early stopping).
 
     Returns:
-        The last stage's result, the normalisation and the per-stage record.
+        The last stage's result, the normalisation and the per-stage record. The test clips are never read.
     """
     t = genome.training
     data = data_by_rate[genome.frontend.sample_rate_hz]
     train = np.flatnonzero(data.is_train)
     val = np.flatnonzero(data.is_validation)
+    if refit_epochs is not None:
+        train = np.flatnonzero(data.is_train | data.is_validation)
     norm = Normalisation.fit(features, train, deltas=genome.frontend.deltas, seed=settings.seed)
     epochs = t.epochs or settings.epochs
     base = TrainSettings(epochs=epochs, learning_rate=genome.learning_rate, batch_size=t.batch_size or settings.batch_size,
@@ -276,8 +282,15 @@ def train_genome(genome: Genome, data_by_rate: dict[int, DecodedDataset], featur
     sap = SapAugment() if t.sapaugment else None
     stages: dict = {}
 
+    def refit(st: TrainSettings, stage: str) -> TrainSettings:
+        if refit_epochs is None:
+            return st
+        n = max(1, int(refit_epochs.get(stage, st.epochs)))
+        return dataclasses.replace(st, epochs=n, warmup_epochs=min(st.warmup_epochs, n - 1), keep_last=True)
+
     def run(model, stage: str, st: TrainSettings, teacher=None, feats=features, nm=norm):
         # labels and clip order are the same at every decoded rate (one manifest)
+        st = refit(st, stage)
         hook = (lambda row: on_epoch(row, stage)) if on_epoch else None
         r = fit(model, feats, data.labels, train, val, nm, st, on_epoch=hook, device=device, augmentations=augs,
                 sapaugment=sap, teacher=teacher)
@@ -286,7 +299,7 @@ def train_genome(genome: Genome, data_by_rate: dict[int, DecodedDataset], featur
                                                       else {})}
         return r
 
-    teacher = _teacher(genome, data_by_rate, features, norm, cache, settings, base, run, stages, tune_dir)
+    teacher = _teacher(genome, data_by_rate, features, norm, cache, settings, base, run, stages, tune_dir, train)
     torch.manual_seed(settings.seed)  # initialisation independent of what a reused actor ran before
     model = build_model(genome, data.n_classes, before_pruning=True)
     if poison:  # the loss really becomes NaN and fit's check catches it
@@ -300,8 +313,8 @@ def train_genome(genome: Genome, data_by_rate: dict[int, DecodedDataset], featur
         result = run(model, "pruned_finetune", ft, teacher=teacher)
         stages["pruned_finetune"]["prune_ratios"] = list(t.prune_ratios)
     if t.qat:
-        qs = dataclasses.replace(base, epochs=max(1, epochs // 4), warmup_epochs=0,
-                                 learning_rate=genome.learning_rate / 10)
+        qs = refit(dataclasses.replace(base, epochs=max(1, epochs // 4), warmup_epochs=0,
+                                       learning_rate=genome.learning_rate / 10), "qat")
         hook = (lambda row: on_epoch(row, "qat")) if on_epoch else None
         result = qat_finetune(model.cpu(), features, data.labels, train, val, norm, qs, device=device, on_epoch=hook)
         stages["qat"] = {"best_val_accuracy": result.val_metrics["accuracy"], "best_epoch": result.best_epoch,
@@ -309,15 +322,63 @@ def train_genome(genome: Genome, data_by_rate: dict[int, DecodedDataset], featur
     return TrainedGenome(result=result, norm=norm, stages=stages)
 
 
+def refit_checkpoint(model_pt: Path, data_by_rate: dict[int, DecodedDataset], *, cache: FeatureCache,
+                     settings: TrialSettings, out: Path, device: str = "cpu") -> Path:
+    """Train a searched candidate again on train + validation before its export, and save it to ``out``.
+
+    The genome, the seed and every training gene are the trial's; each stage (teacher, train, pruned fine-tune,
+    QAT) runs for the epoch its validation accuracy selected in the search (``metrics["stages"][s]["best_epoch"]``)
+    and keeps its last weights, as DCASE systems are retrained on the whole development-train material once the
+    recipe is fixed. The test clips are not read. The checkpoint's metrics are the search's, with ``refit``:
+    ``{"epochs": {stage: n}, "train_clips": n, "seconds": s}``.
+
+    Args:
+        model_pt: The search's ``model.pt`` (``metrics`` holding ``stages``).
+        data_by_rate: Decoded data by sample rate.
+        cache: The run's feature cache.
+        settings: The run's ``TrialSettings``.
+        out: Where to write the refit ``model.pt`` (through a temporary name).
+        device: ``cpu`` or ``cuda``.
+
+    Returns:
+        ``out``.
+
+    Raises:
+        AscSearchError: The checkpoint records no selected epochs (a run written before the refit existed).
+    """
+    from asc_search._errors import AscSearchError
+
+    ckpt = load_checkpoint(model_pt)
+    stages = ckpt.metrics.get("stages") or {}
+    epochs = {name: int(s["best_epoch"]) for name, s in stages.items() if s.get("best_epoch")}
+    if "train" not in epochs:
+        raise AscSearchError(f"{model_pt}: no selected epoch recorded per stage; export it with --no-refit")
+    genome = ckpt.genome
+    data = data_by_rate[genome.frontend.sample_rate_hz]
+    features, _ = cache.get(data, patch_layout(genome), device=device)
+    t0 = time.perf_counter()
+    torch.set_num_threads(max(1, settings.threads))
+    trained = train_genome(genome, data_by_rate, features, cache=cache, settings=settings, device=device,
+                           tune_dir=settings.tune_dir, refit_epochs=epochs)
+    metrics = {**ckpt.metrics, "refit": {"epochs": epochs, "train_clips": int((data.is_train | data.is_validation).sum()),
+                                         "seconds": round(time.perf_counter() - t0, 2)}}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    save_checkpoint(tmp, genome=genome, state_dict=trained.result.state_dict, n_classes=ckpt.n_classes,
+                    class_names=list(ckpt.class_names), norm=trained.norm, metrics=metrics)
+    os.replace(tmp, out)
+    return out
+
+
 def _teacher(genome: Genome, data_by_rate: dict[int, DecodedDataset], features, norm: Normalisation,
              cache: FeatureCache, settings: TrialSettings, base: TrainSettings, run, stages: dict,
-             tune_dir: str) -> TeacherLogits | None:
+             tune_dir: str, train: np.ndarray) -> TeacherLogits | None:
     """The distillation teacher's cached logits (None without distillation): BASD trains the same network
     first; CSSD trains it on ``kd_teacher_rate_hz`` audio; ``ensemble`` combines the run's finished Pareto
-    members. ``run(model, stage, settings, feats=, nm=)`` trains a stage and records it in ``stages``."""
+    members. ``run(model, stage, settings, feats=, nm=)`` trains a stage and records it in ``stages``; ``train``
+    are the clips the student trains on."""
     t = genome.training
     data = data_by_rate[genome.frontend.sample_rate_hz]
-    train = np.flatnonzero(data.is_train)
     if t.kd_teacher == "ensemble":
         teacher, members = _ensemble_teacher(tune_dir, data_by_rate, cache, train)
         stages["teacher_ensemble"] = {"members": members}

@@ -138,15 +138,20 @@ def _searcher(config: RunConfig, options: SpaceOptions, budget: Budget, n_classe
                                 storage=storage, study_name="asc-search")
 
 
+def trial_settings(config: RunConfig, run_dir: Path) -> TrialSettings:
+    """The ``TrialSettings`` every trial of the run at ``run_dir`` trains with (also the refit's)."""
+    return TrialSettings(cache_dir=str(cache_dir(run_dir, config.cache)), epochs=config.epochs,
+                         patience=config.patience, batch_size=config.batch_size, seed=config.seed,
+                         threads=max(1, int(config.cpus_per_trial)), tune_dir=str(run_dir / TUNE_DIR),
+                         faults=parse_faults(os.environ.get("ASC_SEARCH_INJECT_FAULTS", "")),
+                         hold_file=os.environ.get("ASC_SEARCH_HOLD_FILE", ""))
+
+
 def _trainable(config: RunConfig, data_by_rate: dict[int, DecodedDataset], run_dir: Path):
     """``train_candidate`` with the run's settings and resources. The datasets are store-backed (their waveforms
     memory-mapped from the prepared data folder), so ``tune.with_parameters`` carries only their store paths;
     each trial maps the store and the features it needs from disk."""
-    settings = TrialSettings(cache_dir=str(cache_dir(run_dir, config.cache)), epochs=config.epochs, patience=config.patience,
-                             batch_size=config.batch_size, seed=config.seed,
-                             threads=max(1, int(config.cpus_per_trial)), tune_dir=str(run_dir / TUNE_DIR),
-                             faults=parse_faults(os.environ.get("ASC_SEARCH_INJECT_FAULTS", "")),
-                             hold_file=os.environ.get("ASC_SEARCH_HOLD_FILE", ""))
+    settings = trial_settings(config, run_dir)
     resources = {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial}
     return tune.with_resources(tune.with_parameters(train_candidate, data_by_rate=data_by_rate, settings=settings),
                                resources)

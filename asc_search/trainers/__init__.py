@@ -32,6 +32,7 @@ from asc_search.trainers._metrics import (
     bootstrap_ci,
     classification_metrics,
     clip_probabilities,
+    estimate_metrics,
     full_metrics,
     grouped_accuracy,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "compute_teacher_logits",
     "deterministic_torch",
     "ensemble_candidates_from_rows",
+    "estimate_metrics",
     "fit",
     "full_metrics",
     "fuse",

@@ -95,6 +95,8 @@ class TrainSettings:
         schedule: ``cosine`` (annealed to 0 over the remaining epochs) or ``constant``.
         kd_alpha: Weight of the hard-label term of the distillation loss (used with a teacher).
         kd_temperature: Distillation temperature T (used with a teacher).
+        keep_last: Keep the last epoch's weights and never stop early (a refit on train + validation, whose epoch
+            count was selected before: the validation figures it logs are then training figures, not a choice).
     """
 
     epochs: int = 30
@@ -107,6 +109,7 @@ class TrainSettings:
     schedule: str = "cosine"
     kd_alpha: float = 0.5
     kd_temperature: float = 2.0
+    keep_last: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -447,7 +450,7 @@ def _fit(model: nn.Module, features: ClipFeatures, labels: np.ndarray, train_cli
         groups = val_cache if val_cache is not None else _eval_groups(features, val_clips, norm, val_group)
         probs = _predict_groups(model, groups, len(val_clips), batch_size=EVAL_BATCH_SIZE)
         m = classification_metrics(y_val, probs)
-        improved = best is None or m["accuracy"] > best.val_metrics["accuracy"] or (
+        improved = settings.keep_last or best is None or m["accuracy"] > best.val_metrics["accuracy"] or (
             m["accuracy"] == best.val_metrics["accuracy"] and m["log_loss"] < best.val_metrics["log_loss"])
         if improved:
             best = FitResult(state_dict={k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()},

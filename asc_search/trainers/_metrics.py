@@ -209,3 +209,75 @@ def full_metrics(y_true: np.ndarray, probs: np.ndarray, *, class_names: list[str
     out["bootstrap"] = ({"method": "percentile", "confidence": 0.95, "n_resamples": int(n_bootstrap),
                          "resampled": "clips, with replacement", "seed": int(seed)} if ci_ok else None)
     return out
+
+
+def estimate_metrics(y_true: np.ndarray, probs: np.ndarray, *, class_names: list[str] | tuple[str, ...],
+                     devices: list[str] | np.ndarray | None = None, seen_devices: set[str] | None = None,
+                     n_bootstrap: int = 1000, seed: int = 0) -> dict:
+    """The figures a DCASE Task 1 participant reports for a held-out split, each with its 95 % interval.
+
+    ``full_metrics`` (accuracy, log loss, UAR = class-wise macro accuracy, macro-F1, confusion matrix, per-class
+    and per-device accuracy), plus percentile bootstrap intervals (clips resampled with replacement, as
+    ``bootstrap_ci``) of the log loss, of each class's accuracy and of each device's accuracy, and the devices
+    seen in training apart from the unseen ones (DCASE 2022 Task 1 reports both: ``s4``-``s6`` are unseen).
+
+    Args:
+        y_true: Class indices, shape ``(n,)``.
+        probs: Clip probabilities, shape ``(n, K)``.
+        class_names: ``K`` names, in class-index order.
+        devices: Recording device of each clip, length ``n`` ("" unknown); None: no device figures.
+        seen_devices: Devices of the training clips; None: every device counts as seen.
+        n_bootstrap: Bootstrap resamples (0: no intervals).
+        seed: Seed of the bootstrap.
+
+    Returns:
+        ``full_metrics``'s dict plus ``"log_loss_ci95"``, ``"per_class": {name: {"n_clips", "accuracy",
+        "accuracy_ci95"}}``, ``"per_device": {device: {"n_clips", "accuracy", "accuracy_ci95", "seen"}}`` and
+        ``"device_groups": {"seen"|"unseen": {"devices", "n_clips", "accuracy", "accuracy_ci95"}}`` (the last
+        two empty without devices). An interval is None where fewer than two clips are resampled.
+
+    Raises:
+        UserInputError: As ``full_metrics``.
+    """
+    from sklearn.metrics import log_loss
+
+    y_true = np.asarray(y_true)
+    probs = np.asarray(probs, dtype=np.float64)
+    has_devices = devices is not None and any(devices)
+    out = full_metrics(y_true, probs, class_names=class_names, groups=list(devices) if has_devices else None,
+                       n_bootstrap=n_bootstrap, seed=seed)
+    y_pred = probs.argmax(axis=1)
+    k = probs.shape[1]
+    clipped = np.clip(probs, 1e-7, 1.0)
+    clipped = clipped / clipped.sum(axis=1, keepdims=True)
+
+    def interval(mask: np.ndarray, metric="accuracy") -> list[float] | None:
+        if n_bootstrap <= 0 or mask.sum() < 2:
+            return None
+        return list(bootstrap_ci(y_true[mask], y_pred[mask] if metric == "accuracy" else np.flatnonzero(mask),
+                                 metric, n_bootstrap, 0.95, seed))
+
+    everything = np.ones(len(y_true), dtype=bool)
+    out["log_loss_ci95"] = interval(everything, lambda y, idx: float(log_loss(y, clipped[idx], labels=np.arange(k))))
+    out["per_class"] = {}
+    for c, name in enumerate(class_names):
+        mask = y_true == c
+        out["per_class"][str(name)] = {"n_clips": int(mask.sum()),
+                                       "accuracy": float((y_pred[mask] == c).mean()) if mask.any() else None,
+                                       "accuracy_ci95": interval(mask)}
+    out["per_device"], out["device_groups"] = {}, {}
+    if has_devices:
+        devices = np.asarray([str(d) for d in devices])
+        seen = set(devices) if seen_devices is None else {str(d) for d in seen_devices}
+        for d in sorted(set(devices) - {""}):
+            mask = devices == d
+            out["per_device"][d] = {"n_clips": int(mask.sum()), "accuracy": float((y_pred[mask] == y_true[mask]).mean()),
+                                    "accuracy_ci95": interval(mask), "seen": d in seen}
+        for group, members in (("seen", sorted(d for d in out["per_device"] if d in seen)),
+                               ("unseen", sorted(d for d in out["per_device"] if d not in seen))):
+            mask = np.isin(devices, members)
+            out["device_groups"][group] = {
+                "devices": members, "n_clips": int(mask.sum()),
+                "accuracy": float((y_pred[mask] == y_true[mask]).mean()) if mask.any() else None,
+                "accuracy_ci95": interval(mask)}
+    return out
