@@ -257,11 +257,13 @@ def _cmd_validate(argv: list[str]) -> int:
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="bundle folder, models/<trial>/ folder, or its model_int8.tflite")
     p.add_argument("--data", required=True)
-    p.add_argument("--split", default="all", choices=["all", "validation"],
-                   help="all: every labelled clip of --data (default); validation: the validation part of the split "
-                   "of the run the model comes from (its seed and fold)")
-    p.add_argument("--val-fold", default=None, help="with --split validation: this fold instead of the run's")
-    p.add_argument("--seed", type=int, default=None, help="with --split validation: this split seed instead of the run's")
+    p.add_argument("--split", default="all", choices=["all", "test", "validation"],
+                   help="all: every labelled clip of --data (default); test / validation: that part of the split "
+                   "of the run the model comes from (its seed and folds)")
+    p.add_argument("--val-fold", default=None, help="with --split test|validation: this fold instead of the run's")
+    p.add_argument("--test-fold", default=None, help="with --split test|validation: this fold instead of the run's")
+    p.add_argument("--seed", type=int, default=None, help="with --split test|validation: this split seed instead "
+                   "of the run's")
     args = p.parse_args(argv)
     _setup_logging(False)
     from asc_search.deploy import evaluate_model_dir
@@ -271,7 +273,8 @@ def _cmd_validate(argv: list[str]) -> int:
         model = model.parent
     if not model.exists():
         raise UserInputError(f"{args.model} does not exist; pass a bundle or a models/<trial>/ folder")
-    m = evaluate_model_dir(model, args.data, split=args.split, val_fold=args.val_fold, seed=args.seed)
+    m = evaluate_model_dir(model, args.data, split=args.split, val_fold=args.val_fold, test_fold=args.test_fold,
+                           seed=args.seed)
     print(f"asc-search: {m['clips']} clips ({m['split']}: {m['split_rule']}), front-end: {m['frontend']}")
     print(f"accuracy {m['accuracy']:.4f}  log loss {m['log_loss']:.4f}  UAR {m['uar']:.4f}")
     width = max(len(c) for c in m["classes"])

@@ -22,7 +22,8 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
                           text=True, timeout=1200)
 
 
-def _check_run(run: Path, *, max_bytes: int, max_macs: int, expect_classes: int, max_export: int) -> dict:
+def _check_run(run: Path, *, max_bytes: int, max_macs: int, expect_classes: int, max_export: int,
+               refit: bool = True) -> dict:
     rows = list(csv.DictReader(open(run / "trials.csv")))
     statuses = [r["status"] for r in rows]
     assert statuses.count("completed") >= 2
@@ -56,8 +57,31 @@ def _check_run(run: Path, *, max_bytes: int, max_macs: int, expect_classes: int,
         assert v["tflm_arena_bytes"] > 0 and v["tflm_float_agreement"] >= 0.8 and v["latency_ms_litert_builtin"] > 0
         assert (run / "models" / f["trial_id"] / "model_data.cc").exists()
         assert len((run / "models" / f["trial_id"] / "labels.txt").read_text().split()) == expect_classes
+        # test figures of every exported model: the INT8 model on the held-out test split, with intervals
+        data = json.loads((run / "data_report.json").read_text())
+        t = v["test"]
+        assert t["split"] == "test" and t["clips"] == data["test_clips"] > 0
+        assert 0.0 <= t["int8"]["accuracy"] <= 1.0 and t["int8"]["log_loss"] > 0
+        low, high = t["int8"]["accuracy_ci95"]
+        assert low <= t["int8"]["accuracy"] <= high and t["int8"]["log_loss_ci95"] and t["int8"]["uar_ci95"]
+        assert set(t["int8"]["per_class"]) == set(data["classes"])
+        assert f["test_int8_accuracy"] == t["int8"]["accuracy"]
+        if refit:  # trained again on train + validation for the search's selected epochs
+            assert v["refit"]["train_clips"] == data["train_clips"] + data["validation_clips"]
+            from asc_search.rundir import load_checkpoint
+
+            searched = load_checkpoint(run / "models" / f["trial_id"] / "search_model.pt").metrics
+            assert v["refit"]["epochs"] == {k: s["best_epoch"] for k, s in searched["stages"].items()}
+            assert t["model"] == "refit on train + validation" and "search_model_float" in t
+        else:
+            assert v["refit"] is None and t["model"] == "the search's weights (trained on train)"
+            assert not (run / "models" / f["trial_id"] / "search_model.pt").exists()
     assert (run / "pareto.png").stat().st_size > 10_000
-    assert "Pareto front" in (run / "report.md").read_text()
+    report = (run / "report.md").read_text()
+    assert "Pareto front" in report
+    # the report leads with the test figures, labelled as test; the front is labelled as the selection split
+    assert report.index("## Test figures (held-out test split)") < report.index("## Pareto front (validation")
+    assert all(f"| {f['trial_id']}" in report.split("## Configuration")[0] for f in exported)
     assert (run / "config.yaml").exists()
     return pareto
 
@@ -109,6 +133,10 @@ def test_search_on_esc10_with_a_tiny_budget(esc10, tmp_path):
     p = _run(["validate", str(run / "models" / b["trial_id"] / "model_int8.tflite"), "--data", str(esc10),
               "--split", "validation"], cwd=tmp_path)
     assert p.returncode == 0 and f"accuracy {b['int8']['accuracy']:.4f}" in p.stdout, p.stdout  # validation.json
+    # validate --split test rebuilds the run's test split (fold 3) and prints the export's test figure
+    p = _run(["validate", str(run / "models" / b["trial_id"]), "--data", str(esc10), "--split", "test"], cwd=tmp_path)
+    assert p.returncode == 0 and f"accuracy {b['test']['int8']['accuracy']:.4f}" in p.stdout, p.stdout
+    assert "80 clips (test: fold 3 = test" in p.stdout
     for args, needle in [(["deploy", str(run), "--pick", "nope"], "nope"),
                          (["validate", str(bundle), "--data", str(tmp_path / "nowhere")], "nowhere")]:
         p = _run(args, cwd=tmp_path)
@@ -171,7 +199,7 @@ def test_same_command_on_fsdd_8khz_speech(fsdd, tmp_path):
     run = tmp_path / "fsdd-run"
     p = _run(["--budget", "dcase2022", "--max-macs", "4000000", "--max-int8-bytes", "40000",
               "--data", str(manifest.parent), "--trials", "3", "--epochs", "3", "--out", str(run),
-              "--chunks-s", "1,full", "--max-export", "1"], cwd=tmp_path)
+              "--chunks-s", "1,full", "--max-export", "1", "--no-refit"], cwd=tmp_path)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     import yaml
 
@@ -179,8 +207,9 @@ def test_same_command_on_fsdd_8khz_speech(fsdd, tmp_path):
     assert cfg["sample_rates_hz"] == [8000] == cfg["search_space"]["sample_rates_hz"]
     full_s = cfg["search_space"]["chunk_s"][-1]  # 'full' became the longest clip, rounded up to 0.1 s
     assert cfg["search_space"]["chunk_s"][0] == 1.0 and 1.0 < full_s < 3.0
-    _check_run(run, max_bytes=40_000, max_macs=4_000_000, expect_classes=10, max_export=1)
+    _check_run(run, max_bytes=40_000, max_macs=4_000_000, expect_classes=10, max_export=1, refit=False)
     data_report = json.loads((run / "data_report.json").read_text())
+    assert data_report["splits"]["test"]["clips"] == data_report["test_clips"] == 120  # the 'test' rows
     assert data_report["skipped_files"] == 1 and data_report["skipped"][0]["path"].endswith("broken.wav")
     assert "broken.wav" in (run / "report.md").read_text()
     assert "1 skipped file(s)" in p.stdout
@@ -199,9 +228,12 @@ def test_tau22_layout_run_reports_per_device_accuracy(esc10, tmp_path):
     pareto = json.loads((run / "pareto.json").read_text())
     exported = [f for f in pareto["front"] if "validation" in f]
     v = json.loads((run / exported[0]["validation"]).read_text())
-    assert {"a", "b", "c", "s1", "s2"} <= set(v["int8_per_device_accuracy"])
+    # test = fold1_evaluate: devices s1, s2 are in no training clip, and are reported as unseen
+    groups = v["test"]["int8"]["device_groups"]
+    assert groups["unseen"]["devices"] == ["s1", "s2"] and groups["seen"]["devices"] == ["a", "b", "c"]
+    assert data_report["locations"]["in_two_splits"] == 0
     report = (run / "report.md").read_text()
-    assert "Per-device accuracy" in report and "| s1 |" in report
+    assert "s1 (unseen)" in report and "recording locations:" in report
     rows = list(csv.DictReader(open(run / "trials.csv")))
     done = [r for r in rows if r["status"] == "completed"]
     assert all(set(json.loads(r["per_device_accuracy"])) >= {"a", "s1"} for r in done)
@@ -277,6 +309,8 @@ def test_search_with_training_genes_exports_pruned_distilled_qat_and_ensemble_mo
     v = ens[0]
     assert v["deployable"] is True and v["int8_bytes_tflite"] <= 40_000 and v["macs_tflite"] <= 4_000_000
     assert v["int8_float_agreement"] >= 0.95
+    assert v["test"]["clips"] == 80 and "refit on train + validation" in v["test"]["model"]
+    assert 0.0 <= v["test"]["int8"]["accuracy"] <= 1.0 and v["test"]["int8"]["accuracy_ci95"]
     fusion = json.loads((run / "models" / "ensemble" / "fusion.json").read_text())
     members = [m["trial_id"] for m in fusion["members"]]
     assert len(members) >= 2 and all((run / "models" / m / "model_int8.tflite").exists() for m in members)

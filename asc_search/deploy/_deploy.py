@@ -58,10 +58,14 @@ SPLIT_FILE = "split.json"  # in a bundle: the run's data and the load_manifest a
 
 
 def run_split(config: dict) -> dict:
-    """The ``load_manifest`` arguments that rebuild a run's train/validation split (``val_fold``, ``seed``), from
-    its ``config.yaml`` (``config["run"]``)."""
+    """The ``load_manifest`` arguments that rebuild a run's train/validation/test split (``val_fold``,
+    ``test_fold``, ``seed``), from its ``config.yaml`` (``config["run"]``)."""
     r = config.get("run", {})
-    return {"val_fold": None if r.get("val_fold") in (None, "") else str(r["val_fold"]), "seed": int(r.get("seed", 0))}
+
+    def fold(key: str) -> str | None:
+        return None if r.get(key) in (None, "") else str(r[key])
+
+    return {"val_fold": fold("val_fold"), "test_fold": fold("test_fold"), "seed": int(r.get("seed", 0))}
 
 
 def model_split(model_dir: Path) -> dict:
@@ -190,17 +194,18 @@ def audio_patches(waves: list[np.ndarray], *, chunk_samples: int, hop_samples: i
 
 
 def evaluate_model_dir(model_dir: Path, data_path: Path | str, *, split: str = "all",
-                       val_fold: str | None = None, seed: int | None = None) -> dict:
+                       val_fold: str | None = None, test_fold: str | None = None, seed: int | None = None) -> dict:
     """Run a bundle (``frontend.tflite`` + ``model_int8.tflite``) or an exported model folder (PyTorch front-end
     from ``frontend.json`` + ``model_int8.tflite``) on labelled audio.
 
     Args:
         model_dir: Bundle or ``models/<trial>/`` folder.
         data_path: Dataset folder or CSV manifest (any split: a set whose rows are all ``test`` is scored whole).
-        split: ``all`` (every labelled clip found) or ``validation`` (the validation part of the split of the run
-            the model comes from, rebuilt with that run's seed and fold: ``model_split``).
-        val_fold: Validation fold, overriding the run's (``validation`` only).
-        seed: Seed of a stratified split, overriding the run's (``validation`` only).
+        split: ``all`` (every labelled clip found), ``test`` or ``validation`` (that part of the split of the run
+            the model comes from, rebuilt with that run's seed and folds: ``model_split``).
+        val_fold: Validation fold, overriding the run's (``test`` / ``validation`` only).
+        test_fold: Test fold, overriding the run's (``test`` / ``validation`` only).
+        seed: Seed of the validation carve, overriding the run's (``test`` / ``validation`` only).
 
     Returns:
         Metrics: accuracy, log loss, UAR, confusion matrix, clips, class names, front-end used, the split rule.
@@ -217,22 +222,26 @@ def evaluate_model_dir(model_dir: Path, data_path: Path | str, *, split: str = "
                                  "models/<trial>/ folder of a run")
     labels = (model_dir / LABELS_FILE).read_text().split("\n")
     labels = [lab for lab in labels if lab]
-    if split not in ("all", "validation"):
-        raise UserInputError(f"--split must be all or validation, got {split!r}")
+    if split not in ("all", "test", "validation"):
+        raise UserInputError(f"--split must be all, test or validation, got {split!r}")
     if split == "all":
         manifest = load_manifest(data_path, require_split=False)
     else:
         args = model_split(model_dir)
         args = {"val_fold": args["val_fold"] if val_fold is None else val_fold,
+                "test_fold": args.get("test_fold") if test_fold is None else test_fold,
                 "seed": args["seed"] if seed is None else seed}
-        manifest = load_manifest(data_path, **args)
+        manifest = load_manifest(data_path, **args, require_split=split == "validation")
+        if split == "test" and not any(c.is_test for c in manifest.clips):
+            raise UserInputError(f"{data_path} has no test split under the run's rule ({manifest.split_rule}); "
+                                 "pass --split all to score every clip")
     if not set(manifest.class_names) <= set(labels):
         raise UserInputError(
             f"the classes of {data_path} {sorted(manifest.class_names)} are not all in {model_dir / 'labels.txt'} "
             f"{labels}; validate on data with the model's classes")
     frontend, spec = load_frontend(model_dir / "frontend.json")
     rate = spec["frontend"]["sample_rate_hz"]
-    clips = [c for c in manifest.clips if split != "validation" or c.is_validation]
+    clips = [c for c in manifest.clips if split == "all" or c.split == split]
     chunk = int(round(spec["chunk_s"] * rate))
     hop = spec["patch_hop_frames"] * spec["frontend"]["hop_samples"]
     tflite_frontend = (model_dir / "frontend.tflite").exists()
@@ -431,8 +440,11 @@ def make_bundle(run_dir: str | Path, pick: str, *, out: str | Path | None = None
     if pick == ENSEMBLE_ID:
         return _make_ensemble_bundle(run, budget, out=out, adb=adb)
     exported = {v["trial_id"]: v for v in run.exported if "error" not in v and v.get("trial_id") != ENSEMBLE_ID}
+    # best = the search's validation accuracy (the selection split; after a refit the export's own validation
+    # figures are training figures, and the test figures are never used to choose)
+    val_acc = {r["trial_id"]: float(r.get("best_val_accuracy") or 0.0) for r in run.trials}
     deployable = sorted((v for v in exported.values() if v.get("deployable")),
-                        key=lambda v: (-v["int8"]["accuracy"], v["macs_tflite"]))
+                        key=lambda v: (-val_acc.get(v["trial_id"], v["int8"]["accuracy"]), v["macs_tflite"]))
     if pick == "best":
         if not deployable:
             raise UserInputError(f"{run.run_dir} has no deployable exported model; see its report.md")
@@ -604,7 +616,7 @@ patch, average the softmax probabilities (mean fusion).
 |---|---|
 | INT8 weight bytes (counted on the graph) | {v['int8_bytes_tflite']:,} |
 | MACs per 1 s of audio (counted on the graph) | {v['macs_tflite']:,} |
-| INT8 accuracy on the validation split (LiteRT) | {v['int8']['accuracy']:.3f} |
+{_test_row(v)}| INT8 accuracy on the validation split (LiteRT{'; the refit model trained on it' if v.get('refit') else ''}) | {v['int8']['accuracy']:.3f} |
 | INT8 / float agreement: XNNPACK, builtin, TFLite-Micro | {v['int8_float_agreement']:.3f}, {v.get('int8_builtin_float_agreement', float('nan')):.3f}, {v.get('tflm_float_agreement', float('nan')):.3f} |
 | bundle (frontend.tflite + INT8) / PyTorch float agreement | {v.get('bundle_float_agreement', float('nan')):.3f} |
 | front-end max abs difference to PyTorch (normalised units; tolerance {FEATURE_TOLERANCE}) | {v.get('frontend_max_abs_diff', float('nan')):.2e} |
@@ -613,6 +625,16 @@ patch, average the softmax probabilities (mean fusion).
 | host latency, LiteRT 1 thread, XNNPACK / builtin (ms) | {v.get('latency_ms_litert_xnnpack', float('nan')):.3f} / {v.get('latency_ms_litert_builtin', float('nan')):.3f} |
 | target budget | {_target_line(v)} |
 """
+
+
+def _test_row(v: dict) -> str:
+    """The bundle README's test row (the held-out split the search never read), or ""."""
+    t = (v.get("test") or {}).get("int8")
+    if not t:
+        return ""
+    ci = t.get("accuracy_ci95")
+    return (f"| INT8 accuracy on the test split ({v['test']['clips']} clips, never seen by the search; 95 % "
+            f"bootstrap interval) | {t['accuracy']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "") + " |\n")
 
 
 def _target_line(v: dict) -> str:

@@ -91,7 +91,7 @@ def write_report(run: LoadedRun) -> dict[str, Path]:
                                           title=f"{run_dir.name}: hypervolume (accuracy, MACs, INT8 bytes)"),
     }
     lines = [f"# asc-search run `{run_dir.name}`", "", f"Budget: {budget.describe()}", ""]
-    lines += _config_lines(run) + _data_lines(run) + _cluster_lines(run)
+    lines += _test_lines(run, knee) + _config_lines(run) + _data_lines(run) + _cluster_lines(run)
     lines += ["", "## Candidates", "", "| status | count |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in counts.items()]
     if hv:
@@ -115,18 +115,89 @@ def _front_entries(run: LoadedRun, by_id: dict, knee: str | None) -> list[dict]:
         v = by_id.get(r["trial_id"])
         if v is not None:
             d["validation"] = f"{MODELS_DIR}/{r['trial_id']}/{VALIDATION_FILE}"
-            d["int8_accuracy"] = v.get("int8", {}).get("accuracy")
+            d["validation_int8_accuracy"] = v.get("int8", {}).get("accuracy")
+            t = v.get("test") or {}
+            d["test_int8_accuracy"] = t.get("int8", {}).get("accuracy")
+            d["test_int8_accuracy_ci95"] = t.get("int8", {}).get("accuracy_ci95")
+            d["test_model"] = t.get("model")
             d["int8_float_agreement"] = v.get("int8_float_agreement")
             d["deployable"] = v.get("deployable")
         front.append(d)
     return front
 
 
+def _ci(m: dict, key: str) -> str:
+    """``0.812 [0.734, 0.881]``: a figure and its 95 % bootstrap interval."""
+    ci = m.get(f"{key}_ci95")
+    return _fmt(m.get(key)) + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+
+
+def _test_lines(run: LoadedRun, knee: str | None) -> list[str]:
+    """The report's lead: every exported model's figures on the test split, which the search never read."""
+    ds = run.data_summary
+    n_test = ds.get("test_clips", 0)
+    val_acc = {r["trial_id"]: r.get("best_val_accuracy") for r in run.trials}
+    scored = [v for v in run.exported if v.get("test")]
+    if not n_test:
+        return ["## Test figures", "",
+                "**No test split** (the data's layout or `--test-fold none` holds none): every figure in this report "
+                "is a validation figure, the one that selected the models. It is optimistic as an estimate of "
+                "accuracy on new recordings.", ""]
+    lines = ["## Test figures (held-out test split)", "",
+             f"{n_test} test clips, never read by the search, the Pareto front, the knee, the ensemble or "
+             "`deploy --pick`; each exported model was scored on them once, after the export. Intervals: 95 % "
+             "percentile bootstrap over the test clips. The validation accuracy is the search's selection figure, "
+             "for comparison only.", "",
+             "| model | weights | test INT8 accuracy | test macro class accuracy (UAR) | test log loss | "
+             "test float accuracy | search weights, test float accuracy | validation accuracy (selection) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for v in scored:
+        t = v["test"]
+        q = t["int8"]
+        search = t.get("search_model_float")
+        lines.append(f"| {v['trial_id']}{' (knee)' if v['trial_id'] == knee else ''} | {t.get('model', '')} | "
+                     f"{_ci(q, 'accuracy')} | {_ci(q, 'uar')} | {_ci(q, 'log_loss')} | "
+                     f"{_fmt(t['float'].get('accuracy'))} | {_fmt(search.get('accuracy')) if search else '-'} | "
+                     f"{_fmt(_validation_accuracy(v, val_acc))} |")
+    if not scored:
+        lines.append("| (no exported model was scored: see the export errors below) | | | | | | | |")
+    groups = [v for v in scored if v["test"]["int8"].get("device_groups")]
+    if groups:
+        devices = sorted({d for v in groups for d in v["test"]["int8"]["per_device"]})
+        seen = {d for v in groups for d, x in v["test"]["int8"]["per_device"].items() if x["seen"]}
+        lines += ["", "Test INT8 accuracy per device (devices seen in training apart from unseen ones):", "",
+                  "| model | seen devices | unseen devices | " + " | ".join(
+                      f"{d}{'' if d in seen else ' (unseen)'}" for d in devices) + " |",
+                  "|---" * (len(devices) + 3) + "|"]
+        for v in groups:
+            g, per = v["test"]["int8"]["device_groups"], v["test"]["int8"]["per_device"]
+            lines.append(f"| {v['trial_id']} | {_ci(g.get('seen', {}), 'accuracy')} | "
+                         f"{_ci(g.get('unseen', {}), 'accuracy')} | "
+                         + " | ".join(_fmt(per.get(d, {}).get("accuracy")) for d in devices) + " |")
+    classes = list(ds.get("classes", []))
+    if scored and classes:
+        lines += ["", "Test INT8 accuracy per class:", "", "| model | " + " | ".join(_cell(str(c)) for c in classes)
+                  + " |", "|---" * (len(classes) + 1) + "|"]
+        for v in scored:
+            per = v["test"]["int8"].get("per_class", {})
+            lines.append(f"| {v['trial_id']} | " + " | ".join(_fmt(per.get(str(c), {}).get("accuracy"))
+                                                              for c in classes) + " |")
+    return lines + [""]
+
+
+def _validation_accuracy(v: dict, val_acc: dict) -> float | None:
+    """The search's validation accuracy of an exported model (an ensemble: its selection's)."""
+    if v.get("kind") == "ensemble":
+        return ((v.get("selection") or {}).get("val_metrics") or {}).get("accuracy")
+    return val_acc.get(v.get("trial_id"))
+
+
 def _config_lines(run: LoadedRun) -> list[str]:
     lines: list[str] = []
     cfg = run.config.get("run", {})
     if cfg:
-        keys = ("data", "trials", "time_budget_s", "seed", "sampler", "epochs", "patience", "batch_size",
+        keys = ("data", "trials", "time_budget_s", "seed", "sampler", "epochs", "patience", "batch_size", "val_fold",
+                "test_fold", "refit",
                 "frontends", "sample_rates_hz", "chunks_s", "deltas", "cpus_per_trial", "gpus_per_trial", "address")
         lines += ["## Configuration", "", "| option | value |", "|---|---|"]
         lines += [f"| {k} | {_cell(str(cfg.get(k)))} |" for k in keys if k in cfg]
@@ -139,12 +210,19 @@ def _config_lines(run: LoadedRun) -> list[str]:
 def _data_lines(run: LoadedRun) -> list[str]:
     ds = run.data_summary
     lines = ["## Data", "",
-             f"- clips: {ds.get('clips')} (train {ds.get('train_clips')}, validation {ds.get('validation_clips')})",
+             f"- clips: {ds.get('clips')} (train {ds.get('train_clips')}, validation {ds.get('validation_clips')}, "
+             f"test {ds.get('test_clips', 0)})",
              f"- classes: {len(ds.get('classes', []))}; sample rates {ds.get('sample_rates_hz')} Hz",
              f"- split: {ds.get('split_rule', '')}; layout {ds.get('layout', '')}; "
              f"clips left out by the layout: {ds.get('left_out_clips', 0)}",
              f"- skipped files: {ds.get('skipped_files', 0)}"]
     lines += [f"  - `{s['path']}`: {s['reason']}" for s in ds.get("skipped", [])]
+    for name, part in (ds.get("splits") or {}).items():
+        lines.append(f"- {name} ({part['clips']} clips): {part['role']}")
+    if ds.get("locations"):
+        loc = ds["locations"]
+        lines.append(f"- recording locations: train {loc['train']}, validation {loc['validation']}, test {loc['test']}; "
+                     f"in two splits: {loc['in_two_splits']}")
     if ds.get("other_rate_files"):
         lines.append(f"- files at another native rate (resampled, kept): {ds['other_rate_files']}")
         lines += [f"  - `{o['path']}`: {o['reason']}" for o in ds.get("other_rate", [])]
@@ -152,14 +230,17 @@ def _data_lines(run: LoadedRun) -> list[str]:
 
 
 def _front_lines(front: list[dict], knee: str | None) -> list[str]:
-    lines = ["", "## Pareto front", "", f"Knee point: {knee or '-'}. Interactive plot: `pareto.html`.", "",
-             "| trial | genome | accuracy | M MACs | INT8 bytes | INT8 accuracy | INT8/float agreement | deployable |",
+    lines = ["", "## Pareto front (validation: the selection split)", "",
+             f"Knee point: {knee or '-'}. Interactive plot: `pareto.html`. The accuracies here selected the front; "
+             "the test figures are at the top.", "",
+             "| trial | genome | validation accuracy | M MACs | INT8 bytes | validation INT8 accuracy | "
+             "INT8/float agreement | deployable |",
              "|---|---|---|---|---|---|---|---|"]
     for d in front:
         lines.append(
             f"| {d['trial_id']}{' (knee)' if d['knee'] else ''} | `{_cell(d['summary'])}` | "
             f"{d['best_val_accuracy']:.3f} | {d['macs'] / 1e6:.2f} | "
-            f"{d['int8_bytes']:,} | {_fmt(d.get('int8_accuracy'))} | {_fmt(d.get('int8_float_agreement'))} | "
+            f"{d['int8_bytes']:,} | {_fmt(d.get('validation_int8_accuracy'))} | {_fmt(d.get('int8_float_agreement'))} | "
             f"{d.get('deployable', 'not exported')} |")
     return lines
 
@@ -167,9 +248,11 @@ def _front_lines(front: list[dict], knee: str | None) -> list[str]:
 def _exported_lines(run: LoadedRun) -> list[str]:
     lines: list[str] = []
     if run.exported:
-        lines += ["", "## Exported models (INT8 TFLite, validated with LiteRT)", "",
-                  "| trial | .tflite bytes | INT8 weight bytes (graph) | M MACs (graph) | INT8 accuracy | log loss | "
-                  "UAR | INT8/float agreement (XNNPACK, builtin, TFLM) | TFLM arena bytes | LiteRT ms (XNNPACK, "
+        lines += ["", "## Exported models (INT8 TFLite, validated with LiteRT on the validation split)", "",
+                  "After a refit the models trained on the validation clips too: these columns check the export "
+                  "(INT8 against float), the test figures at the top estimate accuracy.", "",
+                  "| trial | .tflite bytes | INT8 weight bytes (graph) | M MACs (graph) | validation INT8 accuracy | "
+                  "log loss | UAR | INT8/float agreement (XNNPACK, builtin, TFLM) | TFLM arena bytes | LiteRT ms (XNNPACK, "
                   "builtin) | deployable |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         for v in run.exported:
             if "error" in v:
