@@ -607,7 +607,7 @@ def _bundle_readme(trial: str, v: dict, spec: dict) -> str:
 | `labels.txt` | class names in output order |
 | `model_data.h/.cc` | the model as a 16-byte-aligned C array for TFLite-Micro |
 | `validation.json` | the numbers below and more |
-| `split.json` | the run's data and split settings (seed, validation fold): `asc-search validate --split validation` rebuilds that split |
+| `split.json` | the run's data and split settings (seed, validation and test folds): `asc-search validate --split test` (or `validation`) rebuilds that part of the split |
 
 Clip prediction: cut the clip into patches of {spec['chunk_s']} s with 50 % overlap, run both models on each
 patch, average the softmax probabilities (mean fusion).

@@ -17,6 +17,7 @@ from asc_search.frontends import FeatureCache
 from asc_search.rundir import save_checkpoint
 from asc_search.search_spaces import ArchSpec, FrontendGenes, Genome, build_model
 from asc_search.trainers import Normalisation, TrainSettings, clip_probabilities, deterministic_torch, fit
+from tests.conftest import train_validation_only
 
 TIMING = {"latency_ms_litert_xnnpack", "latency_ms_litert_builtin", "export_s", "trial_id"}
 SAVED = ("val_probs_float.npy", "val_probs_int8.npy", "val_labels.npy")
@@ -118,7 +119,7 @@ def trained(fsdd, tmp_path_factory):
     """A store-backed FSDD subset at 8 kHz (480 clips, 120 validation clips, 148 validation patches), a model
     trained on it for 3 epochs (model.pt), and the feature cache."""
     root = tmp_path_factory.mktemp("bundle_memory")
-    m = load_manifest(fsdd)
+    m = train_validation_only(load_manifest(fsdd))
     m = replace(m, clips=tuple(c for c in m.clips if int(c.path.stem.rsplit("_", 1)[1]) in (0, 1, 5, 6, 7, 8, 9, 10)))
     data = prepare_waveform_store(m, sample_rate_hz=8000, cache_dir=root / "cache", use_ray=False)
     g = Genome(frontend=FrontendGenes(sample_rate_hz=8000, n_bins=32, hop_ms=16, chunk_s=0.5, deltas=1),
@@ -126,7 +127,7 @@ def trained(fsdd, tmp_path_factory):
                              head_width=32))
     cache = FeatureCache(root / "cache")
     feats, _ = cache.get(data, patch_layout(g))
-    train, val = np.flatnonzero(~data.is_validation), np.flatnonzero(data.is_validation)
+    train, val = np.flatnonzero(data.is_train), np.flatnonzero(data.is_validation)
     norm = Normalisation.fit(feats, train, deltas=g.frontend.deltas)
     with deterministic_torch(seed=0):
         model = build_model(g, data.n_classes)

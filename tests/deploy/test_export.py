@@ -22,13 +22,14 @@ from asc_search.deploy import (
 from asc_search.frontends import compute_clip_features
 from asc_search.search_spaces import ArchSpec, FrontendGenes, Genome, build_model
 from asc_search.trainers import Normalisation, TrainSettings, deterministic_torch, fit
+from tests.conftest import train_validation_only
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def fsdd_small(fsdd):
-    m = load_manifest(fsdd)
+    m = train_validation_only(load_manifest(fsdd))
     clips = [c for c in m.clips if int(c.path.stem.rsplit("_", 1)[1]) in (0, 1, 5, 6, 7, 8, 9, 10)]
     return decode_dataset(replace(m, clips=tuple(clips)), sample_rate_hz=8000)
 
@@ -39,7 +40,7 @@ def test_exported_model_matches_genome_and_float_model(fsdd_small, tmp_path):
                arch=ArchSpec(stages=(("conv_c16_k5_relu", "maxpool_k2"), ("conv_c24_k3_tanh", "avgpool_k2"),
                                      ("conv_c32_k3_relu",)), head_width=32))
     feats = compute_clip_features(data, patch_layout(g))
-    train, val = np.flatnonzero(~data.is_validation), np.flatnonzero(data.is_validation)
+    train, val = np.flatnonzero(data.is_train), np.flatnonzero(data.is_validation)
     norm = Normalisation.fit(feats, train, deltas=g.frontend.deltas)
     # seeded initialisation and deterministic one-thread training: the weights do not depend on what earlier tests
     # left in torch's generator or thread count, nor on the machine's core count

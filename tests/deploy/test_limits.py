@@ -28,6 +28,7 @@ from asc_search.deploy import (
     ensemble_measured,
     measured_from_validation,
 )
+from tests.conftest import train_validation_only
 
 # --- check_limits on measured figures (fast) --------------------------------------------------------------------
 
@@ -191,7 +192,7 @@ def exported_run(fsdd, tmp_path_factory):
     from asc_search.trainers import Normalisation, TrainSettings, deterministic_torch, fit
 
     run = tmp_path_factory.mktemp("limits_run")
-    m = load_manifest(fsdd)
+    m = train_validation_only(load_manifest(fsdd))
     clips = [c for c in m.clips if int(c.path.stem.rsplit("_", 1)[1]) in (0, 1, 5, 6, 7, 8, 9, 10)]
     data = decode_dataset(replace(m, clips=tuple(clips)), sample_rate_hz=8000)
     g = Genome(frontend=FrontendGenes(sample_rate_hz=8000, n_bins=32, hop_ms=16, chunk_s=0.5, deltas=0),
@@ -199,7 +200,7 @@ def exported_run(fsdd, tmp_path_factory):
                              head_width=32))
     cache = FeatureCache(run / "cache")
     feats, _ = cache.get(data, patch_layout(g))
-    train, val = np.flatnonzero(~data.is_validation), np.flatnonzero(data.is_validation)
+    train, val = np.flatnonzero(data.is_train), np.flatnonzero(data.is_validation)
     norm = Normalisation.fit(feats, train, deltas=g.frontend.deltas)
     with deterministic_torch(seed=0):  # the same model on any machine, whatever ran before
         model = build_model(g, data.n_classes)

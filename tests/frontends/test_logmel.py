@@ -9,7 +9,7 @@ from asc_search.frontends import FrontendConfig, PatchLayout, build_frontend, co
 
 @pytest.fixture(scope="module")
 def few_clips(esc10):
-    m = load_manifest(esc10)
+    m = load_manifest(esc10, test_fold="none")
     from dataclasses import replace
 
     m = replace(m, clips=m.clips[:3] + m.clips[-3:])

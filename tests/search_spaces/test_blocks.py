@@ -130,7 +130,7 @@ def esc10_features(esc10):
     from asc_search.data import decode_dataset, load_manifest
     from asc_search.frontends import compute_clip_features
 
-    data = decode_dataset(load_manifest(esc10), sample_rate_hz=16000)
+    data = decode_dataset(load_manifest(esc10, test_fold="none"), sample_rate_hz=16000)
     layout = patch_layout(_genome("conv"))
     return data, compute_clip_features(data, layout)
 
@@ -214,7 +214,7 @@ def test_block_exports_to_int8_tflite_and_tflm(kind, esc10_features, tmp_path):
 
     data, feats = esc10_features
     g = _genome(kind)
-    train, val = np.flatnonzero(~data.is_validation), np.flatnonzero(data.is_validation)
+    train, val = np.flatnonzero(data.is_train), np.flatnonzero(data.is_validation)
     norm = Normalisation.fit(feats, train)
     with deterministic_torch(seed=0):  # the same weights whatever ran before, and on any core count
         model = build_model(g, data.n_classes)

@@ -14,7 +14,7 @@ def esc10_small(esc10, tmp_path_factory):
 
     csv = write_subset_manifest(esc10, tmp_path_factory.mktemp("kd") / "subset.csv", per_class_per_group=2,
                                 columns=("filename", "label", "fold"), group_column="fold")
-    data = decode_dataset(load_manifest(csv), sample_rate_hz=8000)
+    data = decode_dataset(load_manifest(csv, test_fold="none"), sample_rate_hz=8000)
     genome = Genome(frontend=FrontendGenes(sample_rate_hz=8000, n_bins=32, hop_ms=32.0, chunk_s=1.0),
                     arch=ArchSpec(stages=(("conv_c8_k3_s2x2_relu",), ("conv_c8_k3_relu",))))
     features, _ = FeatureCache(tmp_path_factory.mktemp("cache")).get(data, patch_layout(genome))
@@ -30,5 +30,5 @@ def esc10_split(esc10_small):
     from asc_search.trainers import Normalisation
 
     data, genome, features = esc10_small
-    train, val = np.flatnonzero(~data.is_validation), np.flatnonzero(data.is_validation)
+    train, val = np.flatnonzero(data.is_train), np.flatnonzero(data.is_validation)
     return data, genome, features, train, val, Normalisation.fit(features, train)

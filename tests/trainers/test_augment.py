@@ -33,7 +33,7 @@ ALL = ["cutmix", "freq_mixstyle", "mixup", "specaugment"]
 def batch(esc10):
     """20 real patches (one per clip: the first train and validation clip of each ESC-10 class; static log-mel
     + delta, normalised): ``(x (20, 2, 40, 47), one-hot labels (20, 10))``. Some clips hold digital silence."""
-    m = load_manifest(esc10)
+    m = load_manifest(esc10, test_fold="none")
     first: dict = {}
     for c in m.clips:
         first.setdefault((c.label, c.is_validation), c)

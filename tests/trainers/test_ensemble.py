@@ -17,6 +17,7 @@ from asc_search.trainers import (
     fuse,
     select_ensemble,
 )
+from tests.conftest import train_validation_only
 
 
 def _cand(tid, probs, int8_bytes=10_000, macs=1_000_000, params=None):
@@ -328,7 +329,7 @@ def test_real_export_leaves_clip_probabilities_in_validation_order(fsdd, tmp_pat
     from asc_search.search_spaces import ArchSpec, FrontendGenes, Genome, build_model
     from asc_search.trainers import Normalisation, TrainSettings, fit
 
-    m = load_manifest(fsdd)
+    m = train_validation_only(load_manifest(fsdd))
     clips = [c for c in m.clips if int(c.path.stem.rsplit("_", 1)[1]) in (0, 1, 5, 6, 7, 8, 9, 10)]
     data = decode_dataset(replace(m, clips=tuple(clips)), sample_rate_hz=8000)
     g = Genome(frontend=FrontendGenes(sample_rate_hz=8000, n_bins=32, hop_ms=16, chunk_s=0.5, deltas=0),
@@ -336,7 +337,7 @@ def test_real_export_leaves_clip_probabilities_in_validation_order(fsdd, tmp_pat
                                      ("conv_c32_k3_relu",)), head_width=32))
     cache = FeatureCache(tmp_path / "cache")
     feats, _ = cache.get(data, patch_layout(g))
-    train, val = np.flatnonzero(~data.is_validation), np.flatnonzero(data.is_validation)
+    train, val = np.flatnonzero(data.is_train), np.flatnonzero(data.is_validation)
     norm = Normalisation.fit(feats, train, deltas=0)
     model = build_model(g, data.n_classes)
     res = fit(model, feats, data.labels, train, val, norm, TrainSettings(epochs=8, learning_rate=3e-3,

@@ -92,3 +92,26 @@ def test_deterministic_fit_gives_the_same_weights_whatever_the_thread_count_outs
         states.append(model.state_dict())
     for k, v in states[0].items():
         torch.testing.assert_close(v, states[1][k], atol=0, rtol=0)
+
+
+def test_keep_last_trains_every_epoch_and_returns_the_last_weights(esc10_split):
+    """The refit's training: no early stopping, no choice of epoch by the (now trained-on) validation clips."""
+    import dataclasses
+
+    from asc_search.search_spaces import build_model
+    from asc_search.trainers import TrainSettings, fit
+
+    data, genome, features, train, val, norm = esc10_split
+    settings = TrainSettings(epochs=4, learning_rate=3e-2, patience=1, seed=0)
+    torch.manual_seed(0)
+    chosen = fit(build_model(genome, data.n_classes), features, data.labels, train, val, norm, settings,
+                 deterministic=True)
+    torch.manual_seed(0)
+    model = build_model(genome, data.n_classes)
+    last = fit(model, features, data.labels, train, val, norm, dataclasses.replace(settings, keep_last=True),
+               deterministic=True)
+    assert len(last.history) == 4 and last.best_epoch == 4 and last.stop_reason == "epochs"
+    assert last.val_metrics["accuracy"] == last.history[-1]["val_accuracy"]
+    assert all(torch.equal(v, model.state_dict()[k].cpu()) for k, v in last.state_dict.items())
+    # the same epochs up to where the search's training stopped or chose
+    assert [h["val_accuracy"] for h in last.history[:len(chosen.history)]] == [h["val_accuracy"] for h in chosen.history]

@@ -143,3 +143,34 @@ def test_full_metrics_rejects_bad_input():
         full_metrics(y, _probs(np.array([0, 1, 2])), class_names=NAMES)
     with pytest.raises(UserInputError, match="no clips"):
         full_metrics(y[:0], _probs(y)[:0], class_names=NAMES)
+
+
+def test_estimate_metrics_reports_seen_and_unseen_devices_per_class_and_intervals():
+    from asc_search.trainers import estimate_metrics
+
+    rng = np.random.default_rng(0)
+    n, k = 120, 3
+    y = rng.integers(0, k, n)
+    devices = np.array(["a", "b", "s1", "s2"])[np.arange(n) % 4]
+    probs = rng.dirichlet(np.ones(k), n)
+    probs[np.flatnonzero(devices != "s2"), y[devices != "s2"]] += 1.0  # right on a, b, s1; chance on s2
+    probs /= probs.sum(1, keepdims=True)
+    m = estimate_metrics(y, probs, class_names=["x", "y", "z"], devices=list(devices), seen_devices={"a", "b"})
+    pred = probs.argmax(1)
+    assert m["accuracy"] == pytest.approx(float((pred == y).mean()))
+    assert m["device_groups"]["seen"]["devices"] == ["a", "b"] and m["device_groups"]["unseen"]["devices"] == ["s1", "s2"]
+    unseen = np.isin(devices, ["s1", "s2"])
+    assert m["device_groups"]["unseen"]["accuracy"] == pytest.approx(float((pred[unseen] == y[unseen]).mean()))
+    assert m["device_groups"]["seen"]["accuracy"] == 1.0 and m["per_device"]["s1"]["seen"] is False
+    assert m["per_device"]["s2"]["accuracy"] < 0.7 and m["per_device"]["a"]["n_clips"] == 30
+    for name, c in zip("xyz", range(k), strict=True):
+        assert m["per_class"][name]["n_clips"] == int((y == c).sum())
+        assert m["per_class"][name]["accuracy"] == pytest.approx(float((pred[y == c] == c).mean()))
+        low, high = m["per_class"][name]["accuracy_ci95"]
+        assert low <= m["per_class"][name]["accuracy"] <= high
+    low, high = m["log_loss_ci95"]
+    assert low < m["log_loss"] < high
+    # intervals are the same for the same seed, and left out with n_bootstrap=0
+    assert estimate_metrics(y, probs, class_names=["x", "y", "z"], devices=list(devices))["log_loss_ci95"] == [low, high]
+    bare = estimate_metrics(y, probs, class_names=["x", "y", "z"], n_bootstrap=0)
+    assert bare["log_loss_ci95"] is None and bare["per_device"] == {} and bare["device_groups"] == {}
