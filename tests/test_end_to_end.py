@@ -243,8 +243,13 @@ def test_three_front_ends_and_two_rates_compute_each_front_end_once(esc10, tmp_p
     run = tmp_path / "multi"
     p = _run(["--budget", "dcase2022", "--data", str(esc10), "--frontends", "logmel,gammatone,cqt",
               "--sample-rates-hz", "8000,16000", "--chunks-s", "1", "--deltas", "0,2", "--trials", "6",
-              "--epochs", "1", "--out", str(run), "--max-export", "1"], cwd=tmp_path)
+              "--epochs", "1", "--out", str(run), "--max-export", "1", "--no-refit"], cwd=tmp_path)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    # --no-refit: the search's own weights are exported, and scored on the test split (fold 3) all the same
+    v = json.loads(next((run / "models").glob("*/validation.json")).read_text())
+    assert v["refit"] is None and v["test"]["model"] == "the search's weights (trained on train)"
+    assert v["test"]["clips"] == 80 and "search_model_float" not in v["test"]
+    assert "| the search's weights (trained on train) |" in (run / "report.md").read_text().split("## Configuration")[0]
     rows = [r for r in csv.DictReader(open(run / "trials.csv"))
             if r["status"] == "completed" and r["trial_id"] != "ensemble"]  # the ensemble has no front-end of its own
     static = {(r["kind"], r["sample_rate_hz"], r["n_bins"], r["hop_ms"], r["chunk_s"]) for r in rows}
