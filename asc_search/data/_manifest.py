@@ -295,6 +295,8 @@ def _fold_split(groups: list[str], labels: list[str], *, val_fold: str | None, t
             is_val[i] = v
         return is_val, is_test, (f"{test_text}; fold {rest[0]}: stratified random {val_fraction:.0%} = validation "
                                  f"(seed {seed}), the rest = train")
+    if not rest:  # a single fold, and it is the test fold: a set to score, not to search
+        return [False] * len(groups), is_test, f"{test_text}; no other fold"
     chosen = rest[-1] if val_fold is None else str(val_fold)
     is_val = [g == chosen for g in groups]
     return is_val, is_test, (f"{test_text}, fold {chosen} = validation, folds "

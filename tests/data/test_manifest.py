@@ -39,6 +39,16 @@ def test_one_training_fold_gives_validation_a_stratified_share_of_it(esc10, tmp_
     assert "fold 1: stratified random 20% = validation (seed 2)" in m.split_rule
 
 
+def test_a_single_fold_is_a_test_set_to_score_not_to_search(esc10, tmp_path):
+    rows = (esc10 / "metadata.csv").read_text().splitlines()
+    kept = [r for r in rows[1:] if r.split(",")[2] == "2"]
+    (tmp_path / "one_fold.csv").write_text("\n".join([rows[0], *kept]).replace("audio/", f"{esc10}/audio/") + "\n")
+    with pytest.raises(UserInputError, match="leaves the train or validation part empty"):
+        load_manifest(tmp_path / "one_fold.csv")
+    m = load_manifest(tmp_path / "one_fold.csv", require_split=False)
+    assert len(m.clips) == 80 and all(c.is_test for c in m.clips) and "no other fold" in m.split_rule
+
+
 def test_no_clip_is_in_two_splits_on_any_layout_and_seed(esc10, fsdd, tmp_path):
     for label in ("dog", "rain", "rooster"):
         for i, c in enumerate([c for c in load_manifest(esc10).clips if c.label == label][:10]):
