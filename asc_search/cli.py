@@ -55,6 +55,8 @@ def _search_parser() -> argparse.ArgumentParser:
     p.add_argument("--trials", type=int, default=16, help="trials to train (rejected candidates not counted)")
     p.add_argument("--time-budget", type=float, default=None, help="wall-clock limit of the search (s)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--scheduler", default="fifo", help="fifo (every trial trains in full) or mo-asha (multi-"
+                   "objective successive halving over epochs: a trial dominated at a rung is stopped there)")
     p.add_argument("--sampler", default="tpe", help="tpe (multi-objective TPE), nsga2, gp (Gaussian process, for small trial budgets) or random")
     p.add_argument("--epochs", type=int, default=20, help="most epochs per trial")
     p.add_argument("--patience", type=int, default=6, help="early-stopping patience (epochs)")
@@ -320,7 +322,7 @@ def _cmd_search(argv: list[str]) -> int:
     config = RunConfig(
         data=data.resolve(), budget=args.budget, max_int8_bytes=args.max_int8_bytes, max_macs=args.max_macs, out=out,
         cache=Path(args.cache).expanduser().resolve() if args.cache else None,
-        trials=args.trials, time_budget_s=args.time_budget, seed=args.seed, sampler=args.sampler,
+        trials=args.trials, time_budget_s=args.time_budget, seed=args.seed, sampler=args.sampler, scheduler=args.scheduler,
         epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, val_fold=args.val_fold,
         test_fold=args.test_fold, refit=not args.no_refit,
         frontends=_csv(args.frontends, str, "--frontends"), sample_rates_hz=_csv(args.sample_rates_hz, int,

@@ -9,6 +9,7 @@ from asc_search._errors import UserInputError
 from asc_search.search_spaces import check_training_options
 
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
+SCHEDULERS = ("fifo", "mo-asha")
 QAT_MODES = ("off", "on", "search")
 
 
@@ -39,6 +40,8 @@ class RunConfig:
         time_budget_s: Wall-clock limit of the search phase (s), None for none.
         seed: Seed of the sampler and the trainers.
         sampler: ``tpe`` (multi-objective TPE), ``nsga2``, ``gp`` (Optuna's Gaussian-process sampler) or ``random``.
+        scheduler: ``fifo`` (every trial trains to its end or early stop) or ``mo-asha`` (multi-objective
+            asynchronous successive halving over epochs: a trial dominated at a rung stops there).
         epochs: Most epochs per trial.
         patience: Early-stopping patience (epochs).
         batch_size: Patches per step.
@@ -88,6 +91,7 @@ class RunConfig:
     time_budget_s: float | None = None
     seed: int = 0
     sampler: str = "tpe"
+    scheduler: str = "fifo"
     epochs: int = 20
     patience: int = 6
     batch_size: int = 64
@@ -123,6 +127,8 @@ class RunConfig:
             raise UserInputError(f"--trials must be >= 1, got {self.trials}")
         if self.time_budget_s is not None and self.time_budget_s <= 0:
             raise UserInputError(f"--time-budget must be > 0 seconds, got {self.time_budget_s}")
+        if self.scheduler not in SCHEDULERS:
+            raise UserInputError(f"--scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
         if self.sampler not in SAMPLERS:
             raise UserInputError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
         if self.epochs < 1:

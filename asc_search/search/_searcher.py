@@ -124,10 +124,17 @@ class FeasibleOptunaSearch(OptunaSearch):
             log.info("being trained, its result will be reused: %s", genome.summary())
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        """Tell Optuna the trial's objectives; a trial that reported ``failed`` (or errored) is told as FAIL."""
+        """Tell Optuna the trial's objectives; a trial that reported ``failed`` (or errored) is told as FAIL.
+
+        A trial cut before its final report (a MO-ASHA rung stopped it, or the time budget ran out) is told as
+        PRUNED, without values: its low-fidelity accuracy is not a final one. Optuna's TPE puts pruned trials
+        among the worse ones of a split (below every completed trial), so the sampler learns that the region
+        lost at a rung without reading the rung's figure as the trial's result.
+        """
         if result and result.get("failed"):
             result, error = None, True
-        super().on_trial_complete(trial_id, result=result, error=error)
+        cut = bool(result) and not error and not result.get("final")
+        super().on_trial_complete(trial_id, result=None if cut else result, error=error)
         gid = self._training.pop(trial_id, None)
         if gid is None:
             return

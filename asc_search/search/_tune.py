@@ -31,6 +31,7 @@ from asc_search.rundir import (
 )
 from asc_search.search._cluster import concurrency, record_cluster, start_ray
 from asc_search.search._progress import Listener, ProgressCallback, SearchProgress, listening
+from asc_search.search._scheduler import ParetoASHAScheduler
 from asc_search.search._searcher import MODES, OBJECTIVES, DefineByRunSpace, FeasibleOptunaSearch
 from asc_search.search._trainable import TrialSettings, parse_faults, train_candidate
 from asc_search.search_spaces import SpaceOptions, smallest_genomes
@@ -120,6 +121,10 @@ def run_tune(config: RunConfig, options: SpaceOptions | None, budget: Budget,
             grid = tuner.fit()
         say(f"search finished in {time.time() - t0:.1f} s")
         rows = [row_from_result(r, data.n_classes) for r in grid]
+        cut = ParetoASHAScheduler(run_dir, max_epochs=config.epochs).stopped() if config.scheduler == "mo-asha" else {}
+        for r in rows:
+            if r["status"] == "stopped" and r["trial_id"] in cut and not r.get("stop_reason"):
+                r["stop_reason"] = cut[r["trial_id"]]
     finally:
         if started:
             ray.shutdown()
@@ -163,6 +168,8 @@ def _new_tuner(config: RunConfig, searcher: FeasibleOptunaSearch, trainable, run
         trainable,
         tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrent),
                                     num_samples=config.trials, time_budget_s=config.time_budget_s,
+                                    scheduler=(ParetoASHAScheduler(run_dir, max_epochs=config.epochs)
+                                               if config.scheduler == "mo-asha" else None),
                                     reuse_actors=True, trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(name=TUNE_DIR, storage_path=str(run_dir), verbose=0,
                                   callbacks=[ProgressCallback()],
@@ -170,7 +177,9 @@ def _new_tuner(config: RunConfig, searcher: FeasibleOptunaSearch, trainable, run
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
     )
     say(f"search: {config.trials} trials, {concurrent} at a time on {n_nodes} node(s), sampler "
-        f"{config.sampler}, {config.epochs} epochs max")
+        f"{config.sampler}, {config.epochs} epochs max" + (
+            f", MO-ASHA rungs at {ParetoASHAScheduler(run_dir, max_epochs=config.epochs).milestones} epochs"
+            if config.scheduler == "mo-asha" else ""))
     return tuner
 
 

@@ -19,7 +19,8 @@ def test_searcher_never_suggests_an_infeasible_genome_and_records_rejections(tmp
         g = Genome.from_dict(cfg["genome"])
         c = count_complexity(g, n_classes=10)
         assert budget.check(c) == []
-        s.on_trial_complete(f"t{i}", {"best_val_accuracy": 0.5, "macs": c.macs, "int8_bytes": c.int8_bytes})
+        s.on_trial_complete(f"t{i}", {"best_val_accuracy": 0.5, "macs": c.macs, "int8_bytes": c.int8_bytes,
+                                      "final": True})
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     assert s.rejected == len(rows) > 0
     assert all(r["status"] == "rejected" and r["reasons"] for r in rows)
@@ -78,6 +79,9 @@ def test_a_repeat_of_a_failed_or_cut_training_is_not_told_a_result(tmp_path):
     assert len(waiting) == 1 and waiting[0].state.name == "FAIL"
     s.on_trial_complete("t2", {"best_val_accuracy": 0.5, "macs": 1, "int8_bytes": 1, "final": False})
     assert s._trained == {}
+    # the cut training (a MO-ASHA rung, or the time budget) is told PRUNED, without its low-fidelity values
+    pruned = [t for t in s._ot_study.trials if t.state.name == "PRUNED"]
+    assert len(pruned) == 1 and pruned[0].values is None
 
 
 @pytest.mark.parametrize("name", SAMPLERS)
