@@ -59,7 +59,7 @@ def test_the_bundle_and_validate_use_the_runs_seed(seed3_bundle):
     seed3 = {c.path for c in load_manifest(digits, seed=3).clips if c.is_validation}
     seed0 = {c.path for c in load_manifest(digits, seed=0).clips if c.is_validation}
     assert seed3 != seed0  # the test can tell the run's split from the default one
-    assert json.loads((bundle / "split.json").read_text()) == {"data": str(digits), "val_fold": None, "seed": 3}
+    assert json.loads((bundle / "split.json").read_text()) == {"data": str(digits), "val_fold": None, "test_fold": None, "seed": 3}
     b = json.loads((bundle / "validation.json").read_text())
     assert b["bundle_metrics"]["clips"] == len(seed3) and "seed 3" in b["bundle_metrics"]["split_rule"]  # parity
     p = _run(["validate", str(bundle), "--data", str(digits), "--split", "validation"], cwd=root)
