@@ -57,7 +57,8 @@ def _search_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--scheduler", default="fifo", help="fifo (every trial trains in full) or mo-asha (multi-"
                    "objective successive halving over epochs: a trial dominated at a rung is stopped there)")
-    p.add_argument("--sampler", default="tpe", help="tpe (multi-objective TPE), nsga2, gp (Gaussian process, for small trial budgets) or random")
+    p.add_argument("--sampler", default="tpe", help="tpe (multi-objective TPE), nsga2, gp (Gaussian process, for small trial budgets), random, "
+                   "or auto (by the trial budget, as OptunaHub's AutoSampler: tpe below 250 trials, nsga2 from 250)")
     p.add_argument("--epochs", type=int, default=20, help="most epochs per trial")
     p.add_argument("--patience", type=int, default=6, help="early-stopping patience (epochs)")
     p.add_argument("--batch-size", type=int, default=64)

@@ -8,7 +8,7 @@ from pathlib import Path
 from asc_search._errors import UserInputError
 from asc_search.search_spaces import check_training_options
 
-SAMPLERS = ("tpe", "nsga2", "gp", "random")
+SAMPLERS = ("tpe", "nsga2", "gp", "random", "auto")
 SCHEDULERS = ("fifo", "mo-asha")
 QAT_MODES = ("off", "on", "search")
 
@@ -39,7 +39,8 @@ class RunConfig:
         trials: Ray trials to train (rejected candidates are not counted).
         time_budget_s: Wall-clock limit of the search phase (s), None for none.
         seed: Seed of the sampler and the trainers.
-        sampler: ``tpe`` (multi-objective TPE), ``nsga2``, ``gp`` (Optuna's Gaussian-process sampler) or ``random``.
+        sampler: ``tpe`` (multi-objective TPE), ``nsga2``, ``gp`` (Optuna's Gaussian-process sampler), ``random`` or
+            ``auto`` (TPE below 250 trials, NSGA-II from 250, by OptunaHub AutoSampler's budget rule).
         scheduler: ``fifo`` (every trial trains to its end or early stop) or ``mo-asha`` (multi-objective
             asynchronous successive halving over epochs: a trial dominated at a rung stops there).
         epochs: Most epochs per trial.

@@ -24,6 +24,7 @@ from asc_search.search._tune import (
     check_space_has_feasible,
     count_finished,
     make_sampler,
+    resolve_sampler,
     run_tune,
     trial_settings,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "count_finished",
     "listening",
     "make_sampler",
+    "resolve_sampler",
     "parse_faults",
     "record_cluster",
     "refit_checkpoint",

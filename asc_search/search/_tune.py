@@ -42,13 +42,40 @@ NODE_FAILURE_RETRIES = 2
 """Times Ray restarts a trial whose worker process or node died (the trial's own errors are not retried)."""
 
 
-def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+AUTO_NSGA2_MIN_TRIALS = 250
+"""``--sampler auto`` takes NSGA-II from this trial budget on, TPE below it: the multi-objective budget threshold of
+OptunaHub's AutoSampler (``_MAX_BUDGET_FOR_MULTI_GP_AND_TPE``)."""
+
+
+def resolve_sampler(name: str, trials: int) -> str:
+    """The sampler ``--sampler name`` runs for a search of ``trials`` trials: ``name`` itself, or for ``auto`` the
+    one OptunaHub's AutoSampler would pick by the trial budget for a multi-objective study over a categorical
+    space: ``tpe`` (multivariate, constant liar) below ``AUTO_NSGA2_MIN_TRIALS`` trials, ``nsga2`` (population 50,
+    Optuna's default) from there on.
+
+    AutoSampler itself cannot be loaded here (``optunahub.load_module`` downloads it from GitHub at run time, which
+    a cluster node or an air-gapped workstation may not reach), and it decides per trial from the completed
+    trials; this decides once, from ``--trials``, so that a resumed run keeps its sampler. Unlike AutoSampler, it
+    moves to NSGA-II at large budgets although the space has conditional genes (the blocks of a shorter network
+    are absent): NSGA-II samples those at random, as GPSampler does.
+    """
+    if name != "auto":
+        return name
+    return "tpe" if trials < AUTO_NSGA2_MIN_TRIALS else "nsga2"
+
+
+def make_sampler(name: str, seed: int, *, trials: int = 0) -> optuna.samplers.BaseSampler:
     """The Optuna sampler ``--sampler name`` names, seeded with ``seed``: ``tpe`` (multivariate, grouped, constant
     liar for parallel trials), ``nsga2`` (population 8), ``gp`` (``GPSampler``: Gaussian-process Bayesian optimisation,
     multi-objective and constrained by the genome's budget constraints as TPE; the genes of a dynamic part of the
-    space that not every trial has are sampled at random) or ``random``."""
+    space that not every trial has are sampled at random), ``random``, or ``auto`` (``resolve_sampler`` with the
+    search's ``trials``)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    if name == "auto":
+        name = resolve_sampler(name, trials)
+        if name == "nsga2":  # 250 trials or more: Optuna's default population
+            return optuna.samplers.NSGAIISampler(seed=seed)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=8)
     if name == "random":
@@ -139,7 +166,8 @@ def _searcher(config: RunConfig, options: SpaceOptions, budget: Budget, n_classe
     check_space_has_feasible(space)
     storage = optuna.storages.RDBStorage(f"sqlite:///{run_dir / OPTUNA_DB}")
     return FeasibleOptunaSearch(space=space, rejections_path=run_dir / REJECTED_FILE, metric=list(OBJECTIVES),
-                                mode=list(MODES), sampler=make_sampler(config.sampler, config.seed),
+                                mode=list(MODES),
+                                sampler=make_sampler(config.sampler, config.seed, trials=config.trials),
                                 storage=storage, study_name="asc-search")
 
 
@@ -177,7 +205,9 @@ def _new_tuner(config: RunConfig, searcher: FeasibleOptunaSearch, trainable, run
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
     )
     say(f"search: {config.trials} trials, {concurrent} at a time on {n_nodes} node(s), sampler "
-        f"{config.sampler}, {config.epochs} epochs max" + (
+        f"{config.sampler}" + (f" ({resolve_sampler(config.sampler, config.trials)} for "
+                               f"{config.trials} trials)" if config.sampler == "auto" else "")
+        + f", {config.epochs} epochs max" + (
             f", MO-ASHA rungs at {ParetoASHAScheduler(run_dir, max_epochs=config.epochs).milestones} epochs"
             if config.scheduler == "mo-asha" else ""))
     return tuner

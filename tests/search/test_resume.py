@@ -108,3 +108,70 @@ def test_resume_refuses_a_finished_or_missing_run(tmp_path):
     (tmp_path / "done" / "trials.csv").write_text("trial_id\n")
     p = cli(["resume", str(tmp_path / "done")], cwd=tmp_path)
     assert p.returncode == 2 and "has finished" in p.stderr
+
+
+def _rung_records(run) -> list[dict]:
+    """The complete lines of ``rungs.jsonl`` (a line cut off by the kill is not a finished rung)."""
+    path = run / "rungs.jsonl"
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass
+    return out
+
+
+def test_the_mo_asha_state_survives_sigkill_and_resume(esc10, tmp_path):
+    """``--scheduler mo-asha``: the rung results recorded before the driver is killed are all there after
+    ``asc-search resume``, no trial is judged twice at a rung, a trial a rung stopped stays stopped (and is told
+    to Optuna as pruned), and the run ends with its trial count."""
+    data = small_esc10(esc10, tmp_path / "data")
+    run = tmp_path / "run"
+    args = [a for a in SMALL_SEARCH]
+    args[args.index("--epochs") + 1] = "4"  # rungs at 1 and 3 epochs (eta 3)
+    args[args.index("--patience") + 1] = "4"
+    driver = subprocess.Popen([sys.executable, "-m", "asc_search.cli", "--data", str(data), "--trials", str(TRIALS),
+                               "--out", str(run), "--scheduler", "mo-asha", *args], cwd=tmp_path, env=env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: len(_rung_records(run)) >= 3 or driver.poll() is not None, 300, "three rung results")
+        assert driver.poll() is None, "the search ended before it could be killed: " + driver.stdout.read()[-2000:]
+        below = descendants(driver.pid)
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(30)
+        kill_all(below)
+    finally:
+        if driver.poll() is None:
+            kill_all([driver.pid, *descendants(driver.pid)])
+    before = _rung_records(run)
+    finished_before = _finished(run)
+    assert len(before) >= 3 and not (run / "trials.csv").exists()
+
+    p = cli(["resume", str(run)], cwd=tmp_path)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "search resumed" in p.stdout
+
+    after = _rung_records(run)
+    assert after[:len(before)] == before  # no finished rung lost (nor rewritten)
+    judged = [(r["trial_id"], r["rung"]) for r in after]
+    assert len(judged) == len(set(judged))  # no trial judged twice at a rung, before or after the kill
+    assert {r["rung"] for r in after} <= {1, 3}
+    rows = {r["trial_id"]: r for r in trials(run) if r["status"] != "rejected"}
+    assert len(rows) == TRIALS and {r["status"] for r in rows.values()} <= {"completed", "stopped"}
+    cut = {r["trial_id"] for r in after if not r["promoted"]}
+    assert {t for t, r in rows.items() if r["status"] == "stopped"} == cut
+    for trial_id in cut:
+        assert rows[trial_id]["stop_reason"].startswith("mo-asha: dominated at the")
+    for trial_id in finished_before:  # a trial that had finished is kept, not trained again
+        assert rows[trial_id]["status"] in ("completed", "stopped") and _trainings(run, trial_id) == 1
+
+    import optuna
+
+    study = optuna.load_study(study_name="asc-search", storage=f"sqlite:///{run / 'optuna.db'}")
+    told = [t for t in study.trials if "rejected" not in t.user_attrs and "duplicate_of" not in t.user_attrs]
+    assert sum(t.state.name == "PRUNED" for t in told) == len(cut)
+    assert sum(t.state.name == "COMPLETE" for t in told) == TRIALS - len(cut)
+    assert not [t for t in study.trials if t.state.name == "RUNNING"]

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -101,3 +102,21 @@ def test_every_sampler_suggests_only_feasible_genomes_past_its_start_up(name, tm
         s.on_trial_complete(f"t{i}", {"best_val_accuracy": 0.3 + 0.05 * (i % 7), "macs": c.macs,
                                       "int8_bytes": c.int8_bytes, "final": True})
     assert len(s._ot_study.directions) == 3
+
+
+def test_auto_picks_the_sampler_by_the_trial_budget_as_autosampler():
+    import optuna
+
+    from asc_search.config import RunConfig
+    from asc_search.search import resolve_sampler
+
+    assert resolve_sampler("auto", 1) == resolve_sampler("auto", 249) == "tpe"
+    assert resolve_sampler("auto", 250) == resolve_sampler("auto", 5000) == "nsga2"
+    assert resolve_sampler("gp", 5000) == "gp"  # a named sampler is kept at any budget
+    small, large = make_sampler("auto", 0, trials=249), make_sampler("auto", 0, trials=250)
+    assert isinstance(small, optuna.samplers.TPESampler) and small._constant_liar
+    assert isinstance(large, optuna.samplers.NSGAIISampler) and large._population_size == 50
+    assert make_sampler("nsga2", 0)._population_size == 8
+    assert RunConfig(data=Path("d"), sampler="auto").sampler == "auto"
+    with pytest.raises(Exception, match="--sampler must be one of .*auto"):
+        RunConfig(data=Path("d"), sampler="autosampler")
