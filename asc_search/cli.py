@@ -414,8 +414,10 @@ class _LivePanel:
                          f"{s.clips_done:,}/{s.clips_total:,} clips", f"{s.clips_per_s:,.0f} clips/s", f"ETA {eta}")
             return Panel(grid, title=f"asc-search: preparing the {s.sample_rate_hz} Hz audio")
         remaining = "-" if s.remaining_s is None else f"{s.remaining_s:.0f} s"
-        grid.add_row("trials done", f"{s.done}/{s.total}", "running", str(s.running), "rejected", str(s.rejected),
-                     "failed", str(s.failed))
+        grid.add_row("trials done", f"{s.done + s.stopped + s.failed}/{s.total}", "running", str(s.running),
+                     "rejected", str(s.rejected), "failed", str(s.failed))
+        if s.stopped:
+            grid.add_row("completed", str(s.done), "stopped at a rung", str(s.stopped), "", "", "", "")
         grid.add_row("best feasible accuracy", f"{s.best_accuracy:.3f}", "front size", str(s.front_size),
                      "hypervolume", f"{s.hypervolume:.3f}", "", "")
         grid.add_row("elapsed", f"{s.elapsed_s:.0f} s", "remaining time budget", remaining, "", "", "", "")

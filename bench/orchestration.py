@@ -15,13 +15,14 @@ Run: ``.venv/bin/python bench/orchestration.py [--quick]`` (prints a table, writ
 3. Infeasible candidates cost no training: in the Tuner run with ``dcase2022`` every trial the trainable
    received is counted against the budget (the number that break it must be 0) while the searcher's
    rejections are counted apart.
-The share of a real search's wall time spent outside training is measured on the search-quality runs
-(``bench/search_quality.py``).
+4. ``--run DIR`` (repeatable): the share of a real run's search wall time spent outside training, from the run
+   directory alone (``run_share``). The search-quality runs (``bench/search_quality.py``) print it too.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -103,11 +104,48 @@ def rejection_rate(feasible: int, seed: int, work: Path) -> dict:
             "ms_per_candidate": 1000 * t_suggest / sampled}
 
 
+def run_share(run_dir: Path) -> dict:
+    """The share of a finished run's search wall time spent outside training: ``1 - sum of the trials' own run
+    times / (trial slots x search wall time)``, summed over the run's sessions (``cluster.json``: a resumed run
+    has two). A trial's run time is its last ``time_total_s`` in ``tune/trial_*/result.json`` (Ray's wall time of
+    the trainable: data mapping, training, validation, checkpointing); everything else (Ray start-up, sampling,
+    rejection, scheduling, idle slots while the last trials finish) is outside training.
+
+    Raises:
+        SystemExit: ``run_dir`` has no ``cluster.json`` with the search times (a run of an older version).
+    """
+    sessions = json.loads((run_dir / "cluster.json").read_text())
+    if not all("search_wall_s" in s for s in sessions):
+        raise SystemExit(f"{run_dir}/cluster.json has no search_wall_s: run the search again with this version")
+    slot_s = sum(s["search_wall_s"] * s["trial_slots"] for s in sessions)
+    trial_s, n = 0.0, 0
+    for path in sorted((run_dir / "tune").glob("trial_*/result.json")):
+        last = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        if last:
+            trial_s += float(last[-1].get("time_total_s", 0.0))
+            n += 1
+    return {"run": str(run_dir), "trials": n, "sessions": len(sessions),
+            "search_wall_s": sum(s["search_wall_s"] for s in sessions),
+            "trial_slots": [s["trial_slots"] for s in sessions], "trial_s": trial_s,
+            "outside_training_share": 1.0 - trial_s / slot_s if slot_s else 0.0}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="few trials (smoke run)")
     ap.add_argument("--trials", type=int, default=60)
+    ap.add_argument("--run", type=Path, action="append", default=[],
+                    help="a finished run directory: print the share of its search spent outside training "
+                         "(repeatable; nothing else is measured)")
     args = ap.parse_args()
+    if args.run:
+        shares = [run_share(r) for r in args.run]
+        for r in shares:
+            print(f"{r['run']}: {r['trials']} trials, search {r['search_wall_s']:.1f} s on {r['trial_slots']} slot(s), "
+                  f"trials ran {r['trial_s']:.1f} slot-s: {100 * r['outside_training_share']:.1f} % outside training",
+                  flush=True)
+        write_result("orchestration_runs", {"runs": shares}, command_line())
+        return 0
     trials = 10 if args.quick else args.trials
     feasible, seeds = (10, (0,)) if args.quick else (40, (0, 1, 2))
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")

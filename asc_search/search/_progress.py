@@ -26,7 +26,8 @@ class SearchProgress:
         max_macs: MACs limit of the budget (hypervolume reference), or None.
         max_int8_bytes: INT8-byte limit of the budget (hypervolume reference), or None.
         started_at: ``time.time()`` at the start of the search.
-        done: Trials completed. running: Trials running. failed: Trials that raised.
+        done: Trials completed. running: Trials running. failed: Trials that raised. stopped: Trials ended before
+            their final report (a scheduler's rung, the time budget).
         rejected: Candidates rejected before training.
         best_accuracy: Best validation accuracy so far.
         front_size: Members of the (accuracy, MACs, INT8 bytes) Pareto front so far.
@@ -41,6 +42,7 @@ class SearchProgress:
     done: int = 0
     running: int = 0
     failed: int = 0
+    stopped: int = 0
     rejected: int = 0
     best_accuracy: float = 0.0
     front_size: int = 0
@@ -136,6 +138,9 @@ class ProgressCallback(Callback):
             verdict = "FAILED"
         if verdict == "done" and acc is not None and r.get("final"):
             p.add(acc, r.get("macs", 0), r.get("int8_bytes", 0))
+        elif verdict == "done":  # ended before its final report: cut at a rung or by the time budget
+            verdict = f"stopped at epoch {r.get('epoch', 0)}"
+            p.stopped += 1
         else:
             p.failed += verdict == "FAILED"
         self._changed(listener)
@@ -145,7 +150,7 @@ class ProgressCallback(Callback):
             acc_text = f"acc {acc:.3f}" if acc is not None else "no result"
             text = (f"{acc_text}, {r.get('macs', 0) / 1e6:.2f} M MACs, {r.get('int8_bytes', 0):,} B; "
                     f"best {p.best_accuracy:.3f}; front {p.front_size}; {p.rejected} rejected before training")
-        listener.say(f"trial {p.done + p.failed}/{p.total} {trial.trial_id} {verdict}: {text}")
+        listener.say(f"trial {p.done + p.failed + p.stopped}/{p.total} {trial.trial_id} {verdict}: {text}")
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self._finished(trial, "done")

@@ -29,7 +29,7 @@ from asc_search.rundir import (
     rows_from_tune,
     trial_dirname,
 )
-from asc_search.search._cluster import concurrency, record_cluster, start_ray
+from asc_search.search._cluster import concurrency, record_cluster, record_search_time, start_ray
 from asc_search.search._progress import Listener, ProgressCallback, SearchProgress, listening
 from asc_search.search._scheduler import ParetoASHAScheduler
 from asc_search.search._searcher import MODES, OBJECTIVES, DefineByRunSpace, FeasibleOptunaSearch
@@ -146,7 +146,9 @@ def run_tune(config: RunConfig, options: SpaceOptions | None, budget: Budget,
         with listening(Listener(say=say, on_state=on_state, progress=progress, searcher=searcher,
                                 rejections=rejections)):
             grid = tuner.fit()
-        say(f"search finished in {time.time() - t0:.1f} s")
+        wall_s = time.time() - t0
+        record_search_time(run_dir, wall_s=wall_s, trial_slots=concurrent)
+        say(f"search finished in {wall_s:.1f} s")
         rows = [row_from_result(r, data.n_classes) for r in grid]
         cut = ParetoASHAScheduler(run_dir, max_epochs=config.epochs).stopped() if config.scheduler == "mo-asha" else {}
         for r in rows:
@@ -220,5 +222,7 @@ def count_finished(progress: SearchProgress, run_dir: Path, n_classes: int) -> N
             progress.add(float(r["best_val_accuracy"]), int(r["macs"]), int(r["int8_bytes"]))
         elif r["status"] == "failed":
             progress.failed += 1
+        elif r["status"] == "stopped":
+            progress.stopped += 1
         elif r["status"] == "rejected":
             progress.rejected += 1

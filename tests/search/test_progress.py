@@ -61,3 +61,16 @@ def test_the_callback_pickles_without_the_listener(tmp_path):
     with listening(_listener(tmp_path, [], [])):
         data = pickle.dumps(ProgressCallback())
     assert b"Listener" not in data and isinstance(pickle.loads(data), ProgressCallback)
+
+
+def test_a_trial_cut_before_its_final_report_is_stopped_not_done(tmp_path):
+    """A trial a scheduler's rung (or the time budget) ended reports no final result: it is counted and said as
+    stopped, and its rung figure enters neither the best accuracy nor the front."""
+    lines = []
+    with listening(_listener(tmp_path, lines, [])) as lis:
+        ProgressCallback().on_trial_complete(0, [], _trial("c", best_val_accuracy=0.9, macs=1, int8_bytes=1, epoch=2))
+        ProgressCallback().on_trial_complete(0, [], _trial("f", best_val_accuracy=0.4, macs=1, int8_bytes=1,
+                                                           final=True))
+    assert (lis.progress.done, lis.progress.stopped, lis.progress.failed) == (1, 1, 0)
+    assert lis.progress.best_accuracy == 0.4 and lis.progress.points == [(0.4, 1, 1)]
+    assert lines[0].startswith("trial 1/3 c stopped at epoch 2: acc 0.900") and lines[1].startswith("trial 2/3 f done")

@@ -88,6 +88,7 @@ def test_sigkill_mid_search_then_resume(esc10, tmp_path):
     assert not [t for t in study.trials if t.state.name == "RUNNING"]
     sessions = json.loads((run / "cluster.json").read_text())
     assert [s["resumed"] for s in sessions] == [False, True]
+    assert sessions[1]["search_wall_s"] > 0 and sessions[1]["trial_slots"] >= 1  # the killed session has none
 
     # the front is taken over the trials of both sessions, and the post-search ensemble when one was selected
     with open(run / "trials.csv", newline="") as f:
