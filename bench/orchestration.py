@@ -111,23 +111,41 @@ def run_share(run_dir: Path) -> dict:
     the trainable: data mapping, training, validation, checkpointing); everything else (Ray start-up, sampling,
     rejection, scheduling, idle slots while the last trials finish) is outside training.
 
+    The idle tail is reported apart: the slot-seconds left idle after the last trial of a session started (fewer
+    trials remain than slots; no scheduler can fill them), so ``outside_training_share_before_tail`` is the
+    orchestration proper.
+
     Raises:
         SystemExit: ``run_dir`` has no ``cluster.json`` with the search times (a run of an older version).
     """
     sessions = json.loads((run_dir / "cluster.json").read_text())
-    if not all("search_wall_s" in s for s in sessions):
-        raise SystemExit(f"{run_dir}/cluster.json has no search_wall_s: run the search again with this version")
-    slot_s = sum(s["search_wall_s"] * s["trial_slots"] for s in sessions)
-    trial_s, n = 0.0, 0
+    if not all("search_wall_s" in s and "search_started_at" in s for s in sessions):
+        raise SystemExit(f"{run_dir}/cluster.json has no search times: run the search again with this version")
+    intervals = []  # (start, end) of every trial run, wall clock
     for path in sorted((run_dir / "tune").glob("trial_*/result.json")):
-        last = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        if last:
-            trial_s += float(last[-1].get("time_total_s", 0.0))
-            n += 1
-    return {"run": str(run_dir), "trials": n, "sessions": len(sessions),
+        results = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        if results:
+            end, total = float(results[-1]["timestamp"]), float(results[-1].get("time_total_s", 0.0))
+            intervals.append((end - total, end))
+    trial_s = sum(e - s for s, e in intervals)
+    slot_s = tail_slot_s = tail_busy_s = 0.0
+    for sess in sessions:
+        t0, t1, slots = sess["search_started_at"], sess["search_started_at"] + sess["search_wall_s"], sess["trial_slots"]
+        slot_s += slots * (t1 - t0)
+        starts = [s for s, e in intervals if t0 <= s <= t1]
+        if starts:
+            last = max(starts)
+            tail_slot_s += slots * (t1 - last)
+            tail_busy_s += sum(max(0.0, min(e, t1) - max(s, last)) for s, e in intervals)
+    outside = slot_s - trial_s
+    tail_idle = max(0.0, tail_slot_s - tail_busy_s)
+    return {"run": str(run_dir), "trials": len(intervals), "sessions": len(sessions),
             "search_wall_s": sum(s["search_wall_s"] for s in sessions),
             "trial_slots": [s["trial_slots"] for s in sessions], "trial_s": trial_s,
-            "outside_training_share": 1.0 - trial_s / slot_s if slot_s else 0.0}
+            "idle_tail_slot_s": tail_idle,
+            "outside_training_share": outside / slot_s if slot_s else 0.0,
+            "outside_training_share_before_tail": (outside - tail_idle) / (slot_s - tail_idle)
+            if slot_s > tail_idle else 0.0}
 
 
 def main() -> int:
@@ -142,8 +160,9 @@ def main() -> int:
         shares = [run_share(r) for r in args.run]
         for r in shares:
             print(f"{r['run']}: {r['trials']} trials, search {r['search_wall_s']:.1f} s on {r['trial_slots']} slot(s), "
-                  f"trials ran {r['trial_s']:.1f} slot-s: {100 * r['outside_training_share']:.1f} % outside training",
-                  flush=True)
+                  f"trials ran {r['trial_s']:.1f} slot-s: {100 * r['outside_training_share']:.1f} % outside training; "
+                  f"{r['idle_tail_slot_s']:.1f} slot-s idle after the last trial started; without that tail "
+                  f"{100 * r['outside_training_share_before_tail']:.1f} %", flush=True)
         write_result("orchestration_runs", {"runs": shares}, command_line())
         return 0
     trials = 10 if args.quick else args.trials

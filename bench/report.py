@@ -186,6 +186,17 @@ def main() -> int:
             for k, t in sq["table"].items():
                 out.append(f"- {k}: {_s(t['outside_training_share'], '{:.3f}')}")
             out.append("")
+    runs = _load("orchestration_runs")
+    if runs:
+        out += [] if orch else ["## Orchestration", ""]
+        out += [f"Share outside training of real runs (`{runs['command']}`, {runs['date']}; {_load_line(runs)}): "
+                "1 − Σ trial run time / (trial slots × search wall time), from the run directory alone:", ""]
+        for r in runs["runs"]:
+            out.append(f"- `{r['run']}`: {r['trials']} trials, search {r['search_wall_s']:.1f} s on "
+                       f"{r['trial_slots']} slot(s), trials {r['trial_s']:.1f} slot-s: "
+                       f"{r['outside_training_share']:.3f} ({r['idle_tail_slot_s']:.1f} slot-s idle after the last "
+                       f"trial started; without that tail {r['outside_training_share_before_tail']:.3f})")
+        out.append("")
 
     if ex:
         out += ["## Export and INT8 latency", "", f"Command: `{ex['command']}` ({ex['date']}; {_load_line(ex)}).", "",

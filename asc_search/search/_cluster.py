@@ -102,13 +102,15 @@ def record_cluster(run_dir: Path, config: RunConfig, *, resumed: bool) -> list[d
     return nodes
 
 
-def record_search_time(run_dir: Path, *, wall_s: float, trial_slots: int) -> None:
-    """Add this session's search wall time (s, ``Tuner.fit`` from start to end) and its trial slots (trials run at
-    once) to its entry of ``cluster.json``: with the trials' own run times (``tune/trial_*/result.json``) they give
-    the share of the search spent outside training (``bench/orchestration.py --run DIR``)."""
+def record_search_time(run_dir: Path, *, started_at: float, wall_s: float, trial_slots: int) -> None:
+    """Add this session's search start (``time.time()``), wall time (s, ``Tuner.fit`` from start to end) and trial
+    slots (trials run at once) to its entry of ``cluster.json``: with the trials' own run times
+    (``tune/trial_*/result.json``) they give the share of the search spent outside training
+    (``bench/orchestration.py --run DIR``)."""
     path = run_dir / CLUSTER_FILE
     sessions = json.loads(path.read_text()) if path.exists() else [{}]
-    sessions[-1].update({"search_wall_s": round(float(wall_s), 3), "trial_slots": int(trial_slots)})
+    sessions[-1].update({"search_started_at": float(started_at), "search_wall_s": round(float(wall_s), 3),
+                         "trial_slots": int(trial_slots)})
     write_json(path, sessions)
 
 

@@ -147,7 +147,7 @@ def run_tune(config: RunConfig, options: SpaceOptions | None, budget: Budget,
                                 rejections=rejections)):
             grid = tuner.fit()
         wall_s = time.time() - t0
-        record_search_time(run_dir, wall_s=wall_s, trial_slots=concurrent)
+        record_search_time(run_dir, started_at=t0, wall_s=wall_s, trial_slots=concurrent)
         say(f"search finished in {wall_s:.1f} s")
         rows = [row_from_result(r, data.n_classes) for r in grid]
         cut = ParetoASHAScheduler(run_dir, max_epochs=config.epochs).stopped() if config.scheduler == "mo-asha" else {}
