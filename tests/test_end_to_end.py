@@ -73,7 +73,9 @@ def _check_run(run: Path, *, max_bytes: int, max_macs: int, expect_classes: int,
             searched = load_checkpoint(run / "models" / f["trial_id"] / "search_model.pt").metrics
             assert v["refit"]["epochs"] == {k: s["best_epoch"] for k, s in searched["stages"].items()}
             assert t["model"] == "refit on train + validation" and "search_model_float" in t
+            assert f["exported_trained_on_validation"] is True  # its validation figure is marked, not an estimate
         else:
+            assert f["exported_trained_on_validation"] is False
             assert v["refit"] is None and t["model"] == "the search's weights (trained on train)"
             assert not (run / "models" / f["trial_id"] / "search_model.pt").exists()
     assert (run / "pareto.png").stat().st_size > 10_000
