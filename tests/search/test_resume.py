@@ -47,22 +47,28 @@ def _trainings(run, trial_id: str) -> int:
                for line in lines if line.strip())
 
 
-def test_sigkill_mid_search_then_resume(esc10, tmp_path):
-    data = small_esc10(esc10, tmp_path / "data")
-    run = tmp_path / "run"
-    driver = subprocess.Popen([sys.executable, "-m", "asc_search.cli", "--data", str(data), "--trials", str(TRIALS),
-                               "--out", str(run), *SMALL_SEARCH], cwd=tmp_path, env=env(),
+def _search_then_kill(args: list[str], cwd, ready, what: str) -> None:
+    """Start ``asc-search ARGS``, wait until ``ready()``, then SIGKILL the driver and the local Ray instance it
+    started (they die with it, as in a crash)."""
+    driver = subprocess.Popen([sys.executable, "-m", "asc_search.cli", *args], cwd=cwd, env=env(),
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        wait_for(lambda: len(_finished(run)) >= 2 or driver.poll() is not None, 300, "two finished trials")
+        wait_for(lambda: ready() or driver.poll() is not None, 300, what)
         assert driver.poll() is None, "the search ended before it could be killed: " + driver.stdout.read()[-2000:]
-        below = descendants(driver.pid)  # the local Ray instance the driver started dies with it, as in a crash
+        below = descendants(driver.pid)
         driver.send_signal(signal.SIGKILL)
         driver.wait(30)
         kill_all(below)
     finally:
         if driver.poll() is None:
             kill_all([driver.pid, *descendants(driver.pid)])
+
+
+def test_sigkill_mid_search_then_resume(esc10, tmp_path):
+    data = small_esc10(esc10, tmp_path / "data")
+    run = tmp_path / "run"
+    _search_then_kill(["--data", str(data), "--trials", str(TRIALS), "--out", str(run), *SMALL_SEARCH], tmp_path,
+                      lambda: len(_finished(run)) >= 2, "two finished trials")
     before = _finished(run)
     assert 2 <= len(before) < TRIALS and not (run / "trials.csv").exists()
 
@@ -134,19 +140,8 @@ def test_the_mo_asha_state_survives_sigkill_and_resume(esc10, tmp_path):
     args = [a for a in SMALL_SEARCH]
     args[args.index("--epochs") + 1] = "4"  # rungs at 1 and 3 epochs (eta 3)
     args[args.index("--patience") + 1] = "4"
-    driver = subprocess.Popen([sys.executable, "-m", "asc_search.cli", "--data", str(data), "--trials", str(TRIALS),
-                               "--out", str(run), "--scheduler", "mo-asha", *args], cwd=tmp_path, env=env(),
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        wait_for(lambda: len(_rung_records(run)) >= 3 or driver.poll() is not None, 300, "three rung results")
-        assert driver.poll() is None, "the search ended before it could be killed: " + driver.stdout.read()[-2000:]
-        below = descendants(driver.pid)
-        driver.send_signal(signal.SIGKILL)
-        driver.wait(30)
-        kill_all(below)
-    finally:
-        if driver.poll() is None:
-            kill_all([driver.pid, *descendants(driver.pid)])
+    _search_then_kill(["--data", str(data), "--trials", str(TRIALS), "--out", str(run), "--scheduler", "mo-asha",
+                       *args], tmp_path, lambda: len(_rung_records(run)) >= 3, "three rung results")
     before = _rung_records(run)
     finished_before = _finished(run)
     assert len(before) >= 3 and not (run / "trials.csv").exists()
