@@ -167,8 +167,9 @@ def export_ensemble(run_dir: str | Path, selection, budget: Budget, *, y_val: np
     }
     write_json(out_dir / "fusion.json", fusion)
     write_json(out_dir / VALIDATION_FILE, report)
-    log.info("ensemble %s (%s): INT8 accuracy %.4f, agreement %.3f, deployable %s", members, rule,
-             q_metrics["accuracy"], agreement, report["deployable"])
+    log.info("ensemble %s (%s): INT8 accuracy on validation %.4f%s, agreement %.3f, deployable %s", members, rule,
+             q_metrics["accuracy"], " (members refit on it: a check, not an estimate)"
+             if any(v.get("refit") for v in vals) else "", agreement, report["deployable"])
     return report
 
 
