@@ -130,7 +130,8 @@ def main() -> int:
                     ref = remote.remote(genome.to_dict(), data_ref, cache_dir, args.epochs, args.seed)
                     pending[ref] = {"genome_id": genome.genome_id, "params": trial.params, "genome": genome.to_dict(),
                                     "macs": int(c.macs), "int8_bytes": int(c.int8_bytes), "draw": draws,
-                                    "epochs": args.epochs, "seed": args.seed, "data": str(args.data)}
+                                    "epochs": args.epochs, "seed": args.seed, "data": str(args.data),
+                                    "n_classes": n_classes}
                 if not pending:
                     break
                 ready, _ = ray.wait(list(pending), num_returns=1)
