@@ -30,6 +30,30 @@ def _load_line(d: dict) -> str:
     return f"load average at the end of the run: {la[0]:.2f} / {la[1]:.2f} / {la[2]:.2f} (1/5/15 min)" if la else ""
 
 
+def replay_lines() -> list[str]:
+    """The "Search quality by replay" section from ``bench/results/replay-*.json`` (``bench/replay.py TABLE``)."""
+    out: list[str] = []
+    for path in sorted(RESULTS.glob("replay-*.json")):
+        d = json.loads(path.read_text())
+        out += [f"### Replay on `{d['table']}` ({d['curves']} learning curves)", "",
+                f"Command: `{d['command']}` ({d['date']}; {_load_line(d)}). Equal simulated wall time "
+                f"{d['wall_s']:.0f} s, 2 slots, {d['seeds']} seeds; HV: exact normalised (accuracy, MACs, INT8 bytes) "
+                "hypervolume of the completed trials at that time.", "",
+                "| searcher | median HV | × random | seeds above random | reaches random's final HV (seeds; median "
+                "fraction of the time) | completed trials (median) |", "|---|---|---|---|---|---|"]
+        for name, t in d["summary"].items():
+            reached = [x for x in t["reach_random_final_fraction"] if x is not None]
+            med = sorted(reached)[len(reached) // 2] if reached else None
+            out.append(f"| {name} | {t['hv_median']:.4f} | {t['ratio_to_random'] or 0:.3f} | "
+                       f"{t['seeds_above_random']}/{d['seeds']} | {len(reached)}; "
+                       f"{'-' if med is None else f'{med:.2f}'} | {t['completed_median']:.0f} |")
+        out.append("")
+    return (["## Search quality by replay (issue 16)", "",
+             "Searchers replayed against a measured table of learning curves (`bench/learning_curves.py`, "
+             "`bench/replay.py`: the product's searcher and scheduler, a simulated clock, the nearest curve of the "
+             "table for a genome off it).", ""] + out) if out else []
+
+
 def scale_lines() -> list[str]:
     """The "Data at scale" section from ``bench/results/scale-*.json`` (``bench/scale.py N``), by N; [] if none."""
     runs = sorted((json.loads(p.read_text()) for p in RESULTS.glob("scale-*.json")), key=lambda d: d["n_clips"])
@@ -220,6 +244,7 @@ def main() -> int:
         out += ["", f"Feature cache: first trial {c['first_trial_s']:.3f} s (computes), second "
                 f"{c['second_trial_s']:.4f} s (memory-mapped load): speed-up {c['speed_up']:.0f}×.", ""]
 
+    out += replay_lines()
     out += scale_lines()
 
     for title, st in (("## Training stages (issue 5)", _load("stages")),
