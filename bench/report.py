@@ -6,6 +6,7 @@ Run: ``.venv/bin/python bench/report.py`` (reads ``bench/results/*.json``, write
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 import time
 
@@ -43,7 +44,7 @@ def replay_lines() -> list[str]:
                 "fraction of the time) | completed trials (median) |", "|---|---|---|---|---|---|"]
         for name, t in d["summary"].items():
             reached = [x for x in t["reach_random_final_fraction"] if x is not None]
-            med = sorted(reached)[len(reached) // 2] if reached else None
+            med = statistics.median(reached) if reached else None
             out.append(f"| {name} | {t['hv_median']:.4f} | {t['ratio_to_random'] or 0:.3f} | "
                        f"{t['seeds_above_random']}/{d['seeds']} | {len(reached)}; "
                        f"{'-' if med is None else f'{med:.2f}'} | {t['completed_median']:.0f} |")
