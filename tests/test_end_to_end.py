@@ -321,6 +321,9 @@ def test_search_with_training_genes_exports_pruned_distilled_qat_and_ensemble_mo
     assert v["deployable"] is True and v["int8_bytes_tflite"] <= 40_000 and v["macs_tflite"] <= 4_000_000
     assert v["int8_float_agreement"] >= 0.95
     assert v["test"]["clips"] == 80 and "refit on train + validation" in v["test"]["model"]
+    assert set(v["refit"]) == set(v["members"])  # each member's refit, so its validation figure is marked trained on
+    front = {f["trial_id"]: f for f in json.loads((run / "pareto.json").read_text())["front"]}
+    assert front["ensemble"]["exported_trained_on_validation"] is True
     assert 0.0 <= v["test"]["int8"]["accuracy"] <= 1.0 and v["test"]["int8"]["accuracy_ci95"]
     fusion = json.loads((run / "models" / "ensemble" / "fusion.json").read_text())
     members = [m["trial_id"] for m in fusion["members"]]

@@ -143,6 +143,10 @@ def export_ensemble(run_dir: str | Path, selection, budget: Budget, *, y_val: np
                                                     "best_single", "trace", "per_fusion", "reason")},
         "interpreter": "LiteRT (XNNPACK, 1 thread), per member; fused by the rule in fusion.json",
         "budget": budget.name, "limits": [c.to_dict() for c in checks], "deployable": passes(checks),
+        # the members' refits (None for a member exported with the search's weights); with any, the figures on
+        # the validation clips above come from models that trained on them
+        "refit": ({m: v.get("refit") for m, v in zip(members, vals, strict=True)}
+                  if any(v.get("refit") for v in vals) else None),
     }
     if all((f / "test_probs_int8.npy").is_file() for f in folders):
         y_test = np.load(folders[0] / "test_labels.npy")
@@ -168,8 +172,8 @@ def export_ensemble(run_dir: str | Path, selection, budget: Budget, *, y_val: np
     write_json(out_dir / "fusion.json", fusion)
     write_json(out_dir / VALIDATION_FILE, report)
     log.info("ensemble %s (%s): INT8 accuracy on validation %.4f%s, agreement %.3f, deployable %s", members, rule,
-             q_metrics["accuracy"], " (members refit on it: a check, not an estimate)"
-             if any(v.get("refit") for v in vals) else "", agreement, report["deployable"])
+             q_metrics["accuracy"], " (members refit on it: a check, not an estimate)" if report["refit"] else "",
+             agreement, report["deployable"])
     return report
 
 

@@ -122,8 +122,7 @@ def _front_entries(run: LoadedRun, by_id: dict, knee: str | None) -> list[dict]:
             d["test_model"] = t.get("model")
             # after a refit the exported model trained on the validation clips: its figure there checks the
             # export (INT8 against float) and estimates nothing
-            d["exported_trained_on_validation"] = bool(v.get("refit")) or (
-                v.get("kind") == "ensemble" and "refit" in str(t.get("model", "")))
+            d["exported_trained_on_validation"] = bool(v.get("refit"))
             d["int8_float_agreement"] = v.get("int8_float_agreement")
             d["deployable"] = v.get("deployable")
         front.append(d)
