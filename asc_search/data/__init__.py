@@ -13,8 +13,22 @@ from asc_search.data._store import (
     prepare_waveform_store,
     store_key,
 )
+from asc_search.data._subsets import (
+    SPLIT_SETUP_DIR,
+    TRAIN_SUBSETS_PCT,
+    fidelity_fractions,
+    nested_ranks,
+    subset_mask,
+    train_subset,
+)
 
 __all__ = [
+    "SPLIT_SETUP_DIR",
+    "TRAIN_SUBSETS_PCT",
+    "fidelity_fractions",
+    "nested_ranks",
+    "subset_mask",
+    "train_subset",
     "SHARD_CLIPS",
     "ClipRecord",
     "DecodedDataset",

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from asc_search._errors import UserInputError
+from asc_search.data import nested_ranks, subset_mask
 from asc_search.frontends import ClipFeatures, add_deltas
 from asc_search.trainers._augment import soft_target_loss
 from asc_search.trainers._distill import TeacherLogits, kd_loss
@@ -97,6 +98,10 @@ class TrainSettings:
         kd_temperature: Distillation temperature T (used with a teacher).
         keep_last: Keep the last epoch's weights and never stop early (a refit on train + validation, whose epoch
             count was selected before: the validation figures it logs are then training figures, not a choice).
+        data_schedule: The data fidelity of a multi-fidelity search: ``((last_epoch, fraction), ...)``, ascending;
+            epochs up to ``last_epoch`` draw their crops from the nested class-stratified ``fraction`` of the
+            training clips (``asc_search.data.nested_ranks`` with ``seed``), later epochs from all of them. Empty:
+            every epoch trains on every training clip.
     """
 
     epochs: int = 30
@@ -110,8 +115,15 @@ class TrainSettings:
     kd_alpha: float = 0.5
     kd_temperature: float = 2.0
     keep_last: bool = False
+    data_schedule: tuple[tuple[int, float], ...] = ()
 
     def __post_init__(self) -> None:
+        last = 0
+        for until, fraction in self.data_schedule:
+            if until <= last or not 0 < fraction <= 1:
+                raise UserInputError(f"data_schedule must be ascending (epoch, fraction in (0, 1]) pairs, got "
+                                     f"{self.data_schedule}")
+            last = until
         if self.epochs < 1:
             raise UserInputError(f"epochs must be >= 1, got {self.epochs}")
         if self.warmup_epochs < 0:
@@ -341,8 +353,9 @@ def fit(model: nn.Module, features: ClipFeatures, labels: np.ndarray, train_clip
         val_clips: Indices of validation clips.
         norm: Deltas and standardisation of the model input.
         settings: Hyper-parameters.
-        on_epoch: Called after each epoch with ``{"epoch", "train_loss", "val_accuracy", "val_log_loss",
-            "val_uar", "best_val_accuracy", "best_epoch"}``.
+        on_epoch: Called after each epoch with ``{"epoch", "train_fraction", "train_loss", "val_accuracy",
+            "val_log_loss", "val_uar", "best_val_accuracy", "best_epoch"}`` (``train_fraction``: the share of the
+            training clips that epoch drew from, ``settings.data_schedule``).
         device: Where the model trains (``"cpu"`` or ``"cuda"``, see ``training_device``); the returned
             weights are on the CPU either way.
         augmentations: Batch augmentations (``asc_search.trainers.get_augmentation``), applied in order to the
@@ -384,6 +397,7 @@ def _fit(model: nn.Module, features: ClipFeatures, labels: np.ndarray, train_cli
     t = features.layout.patch_frames
     frames = np.diff(features.offsets)
     sample_clips = np.repeat(train_clips, np.diff(_patch_offsets(features, train_clips)))
+    ranks = nested_ranks(labels[train_clips], settings.seed) if settings.data_schedule else None
     y_val = labels[val_clips]
     n_val_patches = int(_patch_offsets(features, val_clips)[-1])
     if n_val_patches == 0:
@@ -407,7 +421,12 @@ def _fit(model: nn.Module, features: ClipFeatures, labels: np.ndarray, train_cli
     stop_reason = "epochs"
     for epoch in range(1, settings.epochs + 1):
         model.train()
-        order = rng.permutation(sample_clips)
+        fraction = next((f for until, f in settings.data_schedule if epoch <= until), 1.0)
+        if ranks is not None and fraction < 1:
+            clips = train_clips[subset_mask(ranks, fraction)]
+            order = rng.permutation(np.repeat(clips, np.diff(_patch_offsets(features, clips))))
+        else:
+            order = rng.permutation(sample_clips)
         starts = (rng.random(len(order)) * (frames[order] - t + 1)).astype(np.int64)
         total, count = 0.0, 0
         for s in range(0, len(order), settings.batch_size):
@@ -458,7 +477,7 @@ def _fit(model: nn.Module, features: ClipFeatures, labels: np.ndarray, train_cli
             stale = 0
         else:
             stale += 1
-        row = {"epoch": epoch, "train_loss": total / max(count, 1), "val_accuracy": m["accuracy"],
+        row = {"epoch": epoch, "train_fraction": fraction, "train_loss": total / max(count, 1), "val_accuracy": m["accuracy"],
                "val_log_loss": m["log_loss"], "val_uar": m["uar"], "best_val_accuracy": best.val_metrics["accuracy"],
                "best_epoch": best.best_epoch}
         history.append(row)

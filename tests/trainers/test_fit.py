@@ -115,3 +115,35 @@ def test_keep_last_trains_every_epoch_and_returns_the_last_weights(esc10_split):
     assert all(torch.equal(v, model.state_dict()[k].cpu()) for k, v in last.state_dict.items())
     # the same epochs up to where the search's training stopped or chose
     assert [h["val_accuracy"] for h in last.history[:len(chosen.history)]] == [h["val_accuracy"] for h in chosen.history]
+
+
+def test_a_data_schedule_trains_on_the_nested_subset_up_to_its_epoch(esc10_split):
+    """``data_schedule``: up to its epoch, fit trains exactly as on the nested subset alone (bit for bit: same
+    crops, same weights), and on every clip after; each epoch's row says its share."""
+    import dataclasses
+
+    from asc_search.data import nested_ranks, subset_mask
+    from asc_search.search_spaces import build_model
+    from asc_search.trainers import TrainSettings, fit
+
+    data, genome, features, train, val, norm = esc10_split
+    settings = TrainSettings(epochs=2, learning_rate=3e-2, seed=0)
+    subset = train[subset_mask(nested_ranks(data.labels[train], 0), 0.5)]
+    assert 0 < len(subset) < len(train)
+
+    def run(clips, st):
+        torch.manual_seed(0)
+        return fit(build_model(genome, data.n_classes), features, data.labels, clips, val, norm, st,
+                   deterministic=True)
+
+    on_subset = run(subset, settings)
+    scheduled = run(train, dataclasses.replace(settings, data_schedule=((2, 0.5),)))
+    assert [h["train_fraction"] for h in scheduled.history] == [0.5, 0.5]
+    assert all(torch.equal(v, on_subset.state_dict[k]) for k, v in scheduled.state_dict.items())
+    full = run(train, settings)
+    assert not all(torch.equal(v, full.state_dict[k]) for k, v in scheduled.state_dict.items())
+    mixed = run(train, dataclasses.replace(settings, data_schedule=((1, 0.5),)))
+    assert [h["train_fraction"] for h in mixed.history] == [0.5, 1.0]
+    assert {**mixed.history[0], "train_fraction": 1.0} == on_subset.history[0]
+    with pytest.raises(Exception, match="data_schedule must be ascending"):
+        TrainSettings(data_schedule=((2, 0.5), (1, 0.25)))
