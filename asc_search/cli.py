@@ -57,6 +57,11 @@ def _search_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--scheduler", default="fifo", help="fifo (every trial trains in full) or mo-asha (multi-"
                    "objective successive halving over epochs: a trial dominated at a rung is stopped there)")
+    p.add_argument("--fidelity", default="epochs", help="with --scheduler mo-asha, what a rung gives less of: epochs, "
+                   "or epochs+data (before each rung a trial also trains on a nested 5-50 %% of the training clips)")
+    p.add_argument("--train-subset", type=int, default=100, help="train on this DCASE 2024 subset of the training "
+                   "clips: 5, 10, 25, 50 or 100 (percent; split_setup/split<N>.csv where the data has it, else a "
+                   "nested random subset stratified by class); validation and test unchanged")
     p.add_argument("--sampler", default="tpe", help="tpe (multi-objective TPE), nsga2, gp (Gaussian process, for small trial budgets), random, "
                    "or auto (by the trial budget, as OptunaHub's AutoSampler: tpe below 250 trials, nsga2 from 250)")
     p.add_argument("--epochs", type=int, default=20, help="most epochs per trial")
@@ -324,7 +329,7 @@ def _cmd_search(argv: list[str]) -> int:
         data=data.resolve(), budget=args.budget, max_int8_bytes=args.max_int8_bytes, max_macs=args.max_macs, out=out,
         cache=Path(args.cache).expanduser().resolve() if args.cache else None,
         trials=args.trials, time_budget_s=args.time_budget, seed=args.seed, sampler=args.sampler, scheduler=args.scheduler,
-        epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, val_fold=args.val_fold,
+        fidelity=args.fidelity, train_subset_pct=args.train_subset, epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, val_fold=args.val_fold,
         test_fold=args.test_fold, refit=not args.no_refit,
         frontends=_csv(args.frontends, str, "--frontends"), sample_rates_hz=_csv(args.sample_rates_hz, int,
                                                                                    "--sample-rates-hz"),

@@ -10,6 +10,9 @@ from asc_search.search_spaces import check_training_options
 
 SAMPLERS = ("tpe", "nsga2", "gp", "random", "auto")
 SCHEDULERS = ("fifo", "mo-asha")
+FIDELITIES = ("epochs", "epochs+data")
+"""What a rung of ``mo-asha`` gives less of: ``epochs``, or ``epochs+data`` (before each rung a trial also trains on
+a nested share of the training clips, DCASE 2024's subsets)."""
 QAT_MODES = ("off", "on", "search")
 
 
@@ -43,6 +46,12 @@ class RunConfig:
             ``auto`` (TPE below 250 trials, NSGA-II from 250, by OptunaHub AutoSampler's budget rule).
         scheduler: ``fifo`` (every trial trains to its end or early stop) or ``mo-asha`` (multi-objective
             asynchronous successive halving over epochs: a trial dominated at a rung stops there).
+        fidelity: With ``mo-asha``: ``epochs`` (a rung is an epoch count) or ``epochs+data`` (up to each rung a trial
+            also trains on a nested, class-stratified share of the training clips: 5 to 50 %, smaller for earlier
+            rungs, ``asc_search.data.fidelity_fractions``; after the last rung on all of them).
+        train_subset_pct: Train on this DCASE 2024 subset of the training clips (5, 10, 25, 50 or 100 %): the
+            data's ``split_setup/split<pct>.csv`` where it has one, else a nested random subset stratified by class
+            (``asc_search.data.train_subset``). Validation and test are unchanged.
         epochs: Most epochs per trial.
         patience: Early-stopping patience (epochs).
         batch_size: Patches per step.
@@ -93,6 +102,8 @@ class RunConfig:
     seed: int = 0
     sampler: str = "tpe"
     scheduler: str = "fifo"
+    fidelity: str = "epochs"
+    train_subset_pct: int = 100
     epochs: int = 20
     patience: int = 6
     batch_size: int = 64
@@ -130,6 +141,14 @@ class RunConfig:
             raise UserInputError(f"--time-budget must be > 0 seconds, got {self.time_budget_s}")
         if self.scheduler not in SCHEDULERS:
             raise UserInputError(f"--scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
+        if self.fidelity not in FIDELITIES:
+            raise UserInputError(f"--fidelity must be one of {', '.join(FIDELITIES)}, got {self.fidelity!r}")
+        if self.fidelity != "epochs" and self.scheduler != "mo-asha":
+            raise UserInputError(f"--fidelity {self.fidelity} sets what the rungs of --scheduler mo-asha give less "
+                                 f"of; add --scheduler mo-asha (got --scheduler {self.scheduler})")
+        if self.train_subset_pct not in (5, 10, 25, 50, 100):
+            raise UserInputError(f"--train-subset must be one of 5, 10, 25, 50, 100 (percent of the training "
+                                 f"clips, the DCASE 2024 subsets), got {self.train_subset_pct}")
         if self.sampler not in SAMPLERS:
             raise UserInputError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
         if self.epochs < 1:

@@ -19,6 +19,7 @@ from asc_search.data import (
     load_manifest,
     native_sample_rate_hz,
     prepare_waveform_store,
+    train_subset,
 )
 from asc_search.search_spaces import FULL_CLIP, SpaceOptions
 
@@ -55,6 +56,7 @@ def plan_data(config: RunConfig) -> DataPlan:
             adds no information), or the CSSD teacher's rate is out of range.
     """
     manifest = load_manifest(config.data, val_fold=config.val_fold, test_fold=config.test_fold, seed=config.seed)
+    manifest = train_subset(manifest, config.train_subset_pct, seed=config.seed)
     native = native_sample_rate_hz(manifest)
     students = tuple(sorted(set(config.sample_rates_hz))) or (native,)
     too_high = [r for r in students if r > native]

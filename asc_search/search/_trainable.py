@@ -69,6 +69,10 @@ class TrialSettings:
         hold_file: For tests: while this file exists, every trial waits after reporting each epoch, so a test
             can act on a trial that is known to be mid-training (kill its node, say). Set through
             ``ASC_SEARCH_HOLD_FILE``; empty (the default) holds nothing.
+        data_schedule: The data fidelity (``--fidelity epochs+data``): ``((last_epoch, fraction), ...)`` over the
+            trial's epochs counted across its stages, as the rungs count them; up to each ``last_epoch`` the trial
+            trains on that nested share of the training clips (``TrainSettings.data_schedule``). Empty: all clips.
+            A refit never uses it.
     """
 
     cache_dir: str
@@ -80,6 +84,13 @@ class TrialSettings:
     tune_dir: str = ""
     faults: dict[int, str] = field(default_factory=dict)
     hold_file: str = ""
+    data_schedule: tuple[tuple[int, float], ...] = ()
+
+
+def shift_schedule(schedule: tuple[tuple[int, float], ...], epochs_done: int) -> tuple[tuple[int, float], ...]:
+    """A trial's data schedule as seen by a stage that starts after ``epochs_done`` epochs of earlier stages:
+    the entries still ahead, with their epochs counted from the stage's start."""
+    return tuple((until - epochs_done, f) for until, f in schedule if until > epochs_done)
 
 
 def parse_faults(text: str) -> dict[int, str]:
@@ -288,9 +299,16 @@ def train_genome(genome: Genome, data_by_rate: dict[int, DecodedDataset], featur
         n = max(1, int(refit_epochs.get(stage, st.epochs)))
         return dataclasses.replace(st, epochs=n, warmup_epochs=min(st.warmup_epochs, n - 1), keep_last=True)
 
+    def fidelity(st: TrainSettings) -> TrainSettings:
+        # the data fidelity of the search's rungs, which count the epochs of every stage (not in a refit)
+        if refit_epochs is not None or not settings.data_schedule:
+            return st
+        done = sum(int(v.get("epochs", 0)) for v in stages.values())
+        return dataclasses.replace(st, data_schedule=shift_schedule(settings.data_schedule, done))
+
     def run(model, stage: str, st: TrainSettings, teacher=None, feats=features, nm=norm):
         # labels and clip order are the same at every decoded rate (one manifest)
-        st = refit(st, stage)
+        st = fidelity(refit(st, stage))
         hook = (lambda row: on_epoch(row, stage)) if on_epoch else None
         r = fit(model, feats, data.labels, train, val, nm, st, on_epoch=hook, device=device, augmentations=augs,
                 sapaugment=sap, teacher=teacher)
@@ -313,8 +331,8 @@ def train_genome(genome: Genome, data_by_rate: dict[int, DecodedDataset], featur
         result = run(model, "pruned_finetune", ft, teacher=teacher)
         stages["pruned_finetune"]["prune_ratios"] = list(t.prune_ratios)
     if t.qat:
-        qs = refit(dataclasses.replace(base, epochs=max(1, epochs // 4), warmup_epochs=0,
-                                       learning_rate=genome.learning_rate / 10), "qat")
+        qs = fidelity(refit(dataclasses.replace(base, epochs=max(1, epochs // 4), warmup_epochs=0,
+                                                learning_rate=genome.learning_rate / 10), "qat"))
         hook = (lambda row: on_epoch(row, "qat")) if on_epoch else None
         result = qat_finetune(model.cpu(), features, data.labels, train, val, norm, qs, device=device, on_epoch=hook)
         stages["qat"] = {"best_val_accuracy": result.val_metrics["accuracy"], "best_epoch": result.best_epoch,

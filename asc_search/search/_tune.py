@@ -18,7 +18,7 @@ from ray.tune.search import ConcurrencyLimiter
 from asc_search._errors import UserInputError
 from asc_search.config import RunConfig
 from asc_search.constraints import Budget, count_complexity
-from asc_search.data import DecodedDataset
+from asc_search.data import DecodedDataset, fidelity_fractions
 from asc_search.rundir import (
     OPTUNA_DB,
     REJECTED_FILE,
@@ -173,9 +173,19 @@ def _searcher(config: RunConfig, options: SpaceOptions, budget: Budget, n_classe
                                 storage=storage, study_name="asc-search")
 
 
+def data_schedule(config: RunConfig) -> tuple[tuple[int, float], ...]:
+    """The data fidelity of ``--fidelity epochs+data``: ``((rung epoch, fraction of the training clips), ...)``,
+    one entry per MO-ASHA rung (``asc_search.data.fidelity_fractions``); empty for ``--fidelity epochs``."""
+    if config.scheduler != "mo-asha" or config.fidelity != "epochs+data":
+        return ()
+    sched = ParetoASHAScheduler(Path("."), max_epochs=config.epochs)
+    return tuple(zip(sched.milestones, fidelity_fractions(sched.milestones, sched.reduction_factor), strict=True))
+
+
 def trial_settings(config: RunConfig, run_dir: Path) -> TrialSettings:
     """The ``TrialSettings`` every trial of the run at ``run_dir`` trains with (also the refit's)."""
     return TrialSettings(cache_dir=str(cache_dir(run_dir, config.cache)), epochs=config.epochs,
+                         data_schedule=data_schedule(config),
                          patience=config.patience, batch_size=config.batch_size, seed=config.seed,
                          threads=max(1, int(config.cpus_per_trial)), tune_dir=str(run_dir / TUNE_DIR),
                          faults=parse_faults(os.environ.get("ASC_SEARCH_INJECT_FAULTS", "")),
@@ -211,7 +221,9 @@ def _new_tuner(config: RunConfig, searcher: FeasibleOptunaSearch, trainable, run
                                f"{config.trials} trials)" if config.sampler == "auto" else "")
         + f", {config.epochs} epochs max" + (
             f", MO-ASHA rungs at {ParetoASHAScheduler(run_dir, max_epochs=config.epochs).milestones} epochs"
-            if config.scheduler == "mo-asha" else ""))
+            if config.scheduler == "mo-asha" else "") + (
+            ", training clips up to each rung: " + ", ".join(f"{f:.0%} to epoch {e}" for e, f in data_schedule(config))
+            if data_schedule(config) else ""))
     return tuner
 
 

@@ -111,3 +111,34 @@ def test_a_mo_asha_search_stops_dominated_trials_at_their_rung_and_prunes_them_i
     pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
     assert len(pruned) == len(cut) and all(t.values is None for t in pruned)
     print(f"mo-asha: {len(cut)} of {len(rows)} trials stopped at a rung")
+
+
+def test_a_data_fidelity_search_trains_on_growing_nested_subsets_up_to_its_rungs(esc10, tmp_path):
+    """``--fidelity epochs+data`` with ``--train-subset 50``: the run trains on half of the training clips (the rest
+    counted as left out, validation untouched), and every trial trains on 10 % of those up to the first rung, 25 %
+    up to the second, all after; ``--fidelity`` without mo-asha and a bad subset are usage errors."""
+    import json
+
+    from asc_search.rundir import HISTORY_FILE
+    from tests.search._cluster_util import SMALL_SEARCH, cli, small_esc10
+
+    data = small_esc10(esc10, tmp_path / "data", per_class_per_fold=4)
+    run = tmp_path / "run"
+    p = cli([*SMALL_SEARCH, "--data", str(data), "--trials", "2", "--sampler", "random", "--max-concurrent", "1",
+             "--scheduler", "mo-asha", "--fidelity", "epochs+data", "--train-subset", "50", "--epochs", "6",
+             "--patience", "6", "--no-ensemble", "--out", str(run)], cwd=tmp_path, timeout=1200)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "training clips up to each rung: 10% to epoch 1, 25% to epoch 3" in p.stdout
+    report = json.loads((run / "data_report.json").read_text())
+    text = json.dumps(report)
+    assert "training limited to the 50 % subset: 20 of 40 training clips" in text
+    histories = [json.loads(h.read_text()) for h in (run / "tune").glob(f"trial_*/checkpoint_*/{HISTORY_FILE}")]
+    assert any(len(h) == 6 for h in histories)  # a trial that trained to its end
+    for h in histories:
+        fractions = [row["train_fraction"] for row in h]
+        assert fractions == [0.1, 0.25, 0.25, 1.0, 1.0, 1.0][:len(fractions)]
+    bad = cli([*SMALL_SEARCH, "--data", str(data), "--fidelity", "epochs+data", "--out", str(tmp_path / "r2")],
+              cwd=tmp_path)
+    assert bad.returncode == 2 and "add --scheduler mo-asha" in bad.stderr + bad.stdout
+    bad = cli([*SMALL_SEARCH, "--data", str(data), "--train-subset", "30", "--out", str(tmp_path / "r3")], cwd=tmp_path)
+    assert bad.returncode == 2 and "--train-subset must be one of 5, 10, 25, 50, 100" in bad.stderr + bad.stdout
