@@ -41,13 +41,23 @@ def replay_lines() -> list[str]:
                 f"{d['wall_s']:.0f} s, 2 slots, {d['seeds']} seeds; HV: exact normalised (accuracy, MACs, INT8 bytes) "
                 "hypervolume of the completed trials at that time.", "",
                 "| searcher | median HV | × random | seeds above random | reaches random's final HV (seeds; median "
-                "fraction of the time) | completed trials (median) |", "|---|---|---|---|---|---|"]
+                "fraction of the time where reached; median over all seeds, never = ∞) | completed trials (median) |",
+                "|---|---|---|---|---|---|"]
         for name, t in d["summary"].items():
             reached = [x for x in t["reach_random_final_fraction"] if x is not None]
             med = statistics.median(reached) if reached else None
+            every = t.get("reach_median_all_seeds")
+            every = "-" if every is None else "∞" if every == float("inf") else f"{every:.2f}"
             out.append(f"| {name} | {t['hv_median']:.4f} | {t['ratio_to_random'] or 0:.3f} | "
                        f"{t['seeds_above_random']}/{d['seeds']} | {len(reached)}; "
-                       f"{'-' if med is None else f'{med:.2f}'} | {t['completed_median']:.0f} |")
+                       f"{'-' if med is None else f'{med:.2f}'}; {every} | {t['completed_median']:.0f} |")
+        c = d.get("ceiling")
+        if c:
+            out += ["", f"Ceiling of this table: its best validation accuracy is {c['best_accuracy']:.4f}, which bounds "
+                    f"every replayed HV (a replayed accuracy is a table accuracy; the cost factors are at most 1); "
+                    f"the HV of every table genome is {c['table_hv']:.4f}. 1.2× random search's median HV would be "
+                    f"{c['target_1_2x_random']:.4f}: " + ("reachable." if c["target_reachable"] else
+                                                         "above the ceiling, so no searcher can reach it here.")]
         out.append("")
     return (["## Search quality by replay (issue 16)", "",
              "Searchers replayed against a measured table of learning curves (`bench/learning_curves.py`, "
