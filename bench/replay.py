@@ -86,7 +86,8 @@ def early_stopped(curve: list[dict], epochs: int, patience: int) -> tuple[list[f
 
 
 def replay(rows: list[dict], *, sampler: str, scheduler: str, seed: int, wall_s: float, slots: int, epochs: int,
-           patience: int, options, budget, n_classes: int, work: Path) -> dict:
+           patience: int, options, budget, n_classes: int, work: Path, grace_epochs: int | None = None,
+           reduction_factor: float = 3.0, rungs: tuple[int, ...] = ()) -> dict:
     """One simulated search until ``wall_s``; its completed points with their completion times."""
     from asc_search.constraints import count_complexity
     from asc_search.search import MODES, OBJECTIVES, DefineByRunSpace, FeasibleOptunaSearch, make_sampler
@@ -97,7 +98,11 @@ def replay(rows: list[dict], *, sampler: str, scheduler: str, seed: int, wall_s:
     search = FeasibleOptunaSearch(space=DefineByRunSpace(options=options, budget=budget, n_classes=n_classes),
                                   rejections_path=run_dir / "rejected.jsonl", metric=list(OBJECTIVES),
                                   mode=list(MODES), sampler=make_sampler(sampler, seed))
-    sched = ParetoASHAScheduler(run_dir, max_epochs=epochs) if scheduler == "mo-asha" else None
+    sched = (ParetoASHAScheduler(run_dir, max_epochs=epochs, grace_epochs=grace_epochs,
+                                 reduction_factor=reduction_factor) if scheduler == "mo-asha" else None)
+    if sched is not None and rungs:
+        sched.milestones = list(rungs)
+        sched._rungs = None
     surrogate = Surrogate(rows)
     events: list = []
     live: dict[str, dict] = {}
@@ -165,6 +170,11 @@ def main() -> int:
     ap.add_argument("--slots", type=int, default=2)
     ap.add_argument("--patience", type=int, default=6)
     ap.add_argument("--budget", default="dcase2022")
+    ap.add_argument("--grace-epochs", type=int, default=None, help="MO-ASHA's first rung (default: the product's)")
+    ap.add_argument("--rungs", default="", help="MO-ASHA's rungs (epochs, comma-separated) instead of its own")
+    ap.add_argument("--reduction-factor", type=float, default=3.0, help="MO-ASHA's eta (default: the product's, 3)")
+    ap.add_argument("--searchers", default=",".join(SEARCHERS), help="comma-separated, of " + ", ".join(SEARCHERS))
+    ap.add_argument("--name", default=None, help="result name (default: replay-<table>)")
     ap.add_argument("--n-classes", type=int, default=10, help="classes, for a table whose rows do not say")
     args = ap.parse_args()
 
@@ -192,12 +202,17 @@ def main() -> int:
     max_macs, max_bytes = float(budget.max_macs), float(budget.max_int8_bytes)
     out: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory(prefix="asc-bench-replay-") as tmp:
-        for name, (sampler, scheduler) in SEARCHERS.items():
+        names = args.searchers.split(",")
+        if "random" not in names or any(n not in SEARCHERS for n in names):
+            raise SystemExit(f"--searchers must name random and only some of {', '.join(SEARCHERS)}")
+        for name, (sampler, scheduler) in ((n, SEARCHERS[n]) for n in names):
             out[name] = []
             for seed in range(args.seeds):
                 r = replay(rows, sampler=sampler, scheduler=scheduler, seed=seed, wall_s=wall_s, slots=args.slots,
                            epochs=epochs, patience=args.patience, options=options, budget=budget,
-                           n_classes=n_classes, work=Path(tmp))
+                           n_classes=n_classes, work=Path(tmp), grace_epochs=args.grace_epochs,
+                           reduction_factor=args.reduction_factor,
+                           rungs=tuple(int(x) for x in args.rungs.split(",") if x))
                 r["hv"] = hv_at(r["points"], wall_s, max_macs, max_bytes)
                 r["hv_half"] = hv_at(r["points"], wall_s / 2, max_macs, max_bytes)
                 out[name].append(r)
@@ -245,7 +260,7 @@ def main() -> int:
     for name in out:
         for r in out[name]:
             r["points"] = [list(p) for p in r["points"]]
-    write_result(f"replay-{args.table.stem}", {"table": str(args.table), "curves": len(rows), "wall_s": wall_s,
+    write_result(args.name or f"replay-{args.table.stem}", {"table": str(args.table), "curves": len(rows), "wall_s": wall_s,
                                                "seeds": args.seeds, "summary": table, "ceiling": ceiling,
                                                "runs": out}, command_line())
     return 0

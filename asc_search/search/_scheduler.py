@@ -67,8 +67,10 @@ def promoted(points: Sequence[Sequence[float]], reduction_factor: float) -> set[
 
 
 def rung_milestones(max_epochs: int, *, grace_epochs: int, reduction_factor: float) -> list[int]:
-    """Epoch milestones ``grace, grace * eta, grace * eta^2, ...`` below ``max_epochs`` (the last rung is the
-    full training, not judged).
+    """Epoch milestones ``grace, grace * eta, grace * eta^2, ...`` up to ``ceil(max_epochs / eta)`` and below
+    ``max_epochs`` (the full training is not judged). A rung later than ``max_epochs / eta`` would stop trials that
+    have done most of their training, saving little and losing their results: with 16 epochs and grace 5 the
+    rungs are ``[5]``, not ``[5, 15]``.
 
     Raises:
         ValueError: ``grace_epochs < 1`` or ``reduction_factor <= 1``.
@@ -77,7 +79,8 @@ def rung_milestones(max_epochs: int, *, grace_epochs: int, reduction_factor: flo
         raise ValueError(f"grace_epochs must be >= 1 and reduction_factor > 1, got {grace_epochs}, "
                          f"{reduction_factor}")
     out, m = [], float(grace_epochs)
-    while round(m) < max_epochs:
+    last = math.ceil(max_epochs / reduction_factor - 1e-9)
+    while round(m) < max_epochs and round(m) <= last:
         if not out or round(m) > out[-1]:
             out.append(int(round(m)))
         m *= reduction_factor
@@ -90,7 +93,10 @@ class ParetoASHAScheduler(FIFOScheduler):
     Args:
         run_dir: The run directory (the state goes to ``run_dir/rungs.jsonl``).
         max_epochs: Most epochs of a trial (``--epochs``).
-        grace_epochs: The first rung (epochs); default ``max(1, round(max_epochs / eta^2))``.
+        grace_epochs: The first rung (epochs); default ``max(1, round(max_epochs / eta))``: one rung at a third of
+            the training (eta 3). Measured on the learning-curve tables of esc10-dev and fsdd (BENCHMARKS.md,
+            "Search quality by replay"): earlier rungs (2 of 16 epochs) judge on noise where the training set is
+            small (80 clips), and gained nothing on the larger set.
         reduction_factor: eta (default 3).
         objectives: Result keys of accuracy (max), MACs (min) and INT8 bytes (min).
         epoch_key: Result key of the epochs trained so far (every stage's epochs count).
@@ -105,7 +111,7 @@ class ParetoASHAScheduler(FIFOScheduler):
         super().__init__()
         self.path = Path(run_dir) / RUNGS_FILE
         self.reduction_factor = float(reduction_factor)
-        grace = grace_epochs or max(1, round(max_epochs / reduction_factor ** 2))
+        grace = grace_epochs or max(1, round(max_epochs / reduction_factor))
         self.milestones = rung_milestones(max_epochs, grace_epochs=grace, reduction_factor=self.reduction_factor)
         self.objectives = objectives
         self.epoch_key = epoch_key

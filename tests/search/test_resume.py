@@ -138,7 +138,7 @@ def test_the_mo_asha_state_survives_sigkill_and_resume(esc10, tmp_path):
     data = small_esc10(esc10, tmp_path / "data")
     run = tmp_path / "run"
     args = [a for a in SMALL_SEARCH]
-    args[args.index("--epochs") + 1] = "4"  # rungs at 1 and 3 epochs (eta 3)
+    args[args.index("--epochs") + 1] = "4"  # one rung, at 1 epoch (eta 3)
     args[args.index("--patience") + 1] = "4"
     _search_then_kill(["--data", str(data), "--trials", str(TRIALS), "--out", str(run), "--scheduler", "mo-asha",
                        *args], tmp_path, lambda: len(_rung_records(run)) >= 3, "three rung results")
@@ -154,7 +154,7 @@ def test_the_mo_asha_state_survives_sigkill_and_resume(esc10, tmp_path):
     assert after[:len(before)] == before  # no finished rung lost (nor rewritten)
     judged = [(r["trial_id"], r["rung"]) for r in after]
     assert len(judged) == len(set(judged))  # no trial judged twice at a rung, before or after the kill
-    assert {r["rung"] for r in after} <= {1, 3}
+    assert {r["rung"] for r in after} == {1}
     rows = {r["trial_id"]: r for r in trials(run) if r["status"] != "rejected"}
     assert len(rows) == TRIALS and {r["status"] for r in rows.values()} <= {"completed", "stopped"}
     cut = {r["trial_id"] for r in after if not r["promoted"]}

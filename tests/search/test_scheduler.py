@@ -40,7 +40,12 @@ def test_promotion_keeps_exactly_the_non_dominated_results_of_a_planted_rung():
 def test_rungs_are_eta_spaced_below_the_full_training():
     assert rung_milestones(16, grace_epochs=2, reduction_factor=3) == [2, 6]
     assert rung_milestones(27, grace_epochs=1, reduction_factor=3) == [1, 3, 9]
-    assert ParetoASHAScheduler("/nonexistent", max_epochs=16).milestones == [2, 6]
+    assert rung_milestones(16, grace_epochs=5, reduction_factor=3) == [5]  # not 15: it would save one epoch
+    assert rung_milestones(16, grace_epochs=1, reduction_factor=3) == [1, 3]  # 9 is past 16 / 3
+    # the default: one rung at a third of the training
+    assert ParetoASHAScheduler("/nonexistent", max_epochs=16).milestones == [5]
+    assert ParetoASHAScheduler("/nonexistent", max_epochs=8).milestones == [3]
+    assert ParetoASHAScheduler("/nonexistent", max_epochs=1).milestones == []
     with pytest.raises(ValueError):
         rung_milestones(10, grace_epochs=0, reduction_factor=3)
 
@@ -95,10 +100,11 @@ def test_a_mo_asha_search_stops_dominated_trials_at_their_rung_and_prunes_them_i
              "--scheduler", "mo-asha", "--epochs", "6", "--patience", "6", "--no-ensemble", "--out", str(run)], cwd=tmp_path,
             timeout=1200)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    assert "MO-ASHA rungs at [1, 3] epochs" in p.stdout
+    assert "MO-ASHA rungs at [2] epochs" in p.stdout
     records = [json.loads(line) for line in (run / RUNGS_FILE).read_text().splitlines()]
-    assert len([r for r in records if r["rung"] == 1]) >= 5  # every trial reaches the first rung
-    for rung in (1, 3):
+    assert {r["rung"] for r in records} == {2}
+    assert len(records) >= 5  # every trial reaches the rung
+    for rung in (2,):
         recs = [r for r in records if r["rung"] == rung]
         for j, r in enumerate(recs):
             assert r["promoted"] is (j in promoted([x["point"] for x in recs[:j + 1]], 3))
@@ -115,8 +121,8 @@ def test_a_mo_asha_search_stops_dominated_trials_at_their_rung_and_prunes_them_i
 
 def test_a_data_fidelity_search_trains_on_growing_nested_subsets_up_to_its_rungs(esc10, tmp_path):
     """``--fidelity epochs+data`` with ``--train-subset 50``: the run trains on half of the training clips (the rest
-    counted as left out, validation untouched), and every trial trains on 10 % of those up to the first rung, 25 %
-    up to the second, all after; ``--fidelity`` without mo-asha and a bad subset are usage errors."""
+    counted as left out, validation untouched), and every trial trains on 25 % of those up to its rung (epoch 2 of
+    6), on all of them after; ``--fidelity`` without mo-asha and a bad subset are usage errors."""
     import json
 
     from asc_search.rundir import HISTORY_FILE
@@ -128,7 +134,7 @@ def test_a_data_fidelity_search_trains_on_growing_nested_subsets_up_to_its_rungs
              "--scheduler", "mo-asha", "--fidelity", "epochs+data", "--train-subset", "50", "--epochs", "6",
              "--patience", "6", "--no-ensemble", "--out", str(run)], cwd=tmp_path, timeout=1200)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    assert "training clips up to each rung: 10% to epoch 1, 25% to epoch 3" in p.stdout
+    assert "training clips up to each rung: 25% to epoch 2" in p.stdout
     report = json.loads((run / "data_report.json").read_text())
     text = json.dumps(report)
     assert "training limited to the 50 % subset: 20 of 40 training clips" in text
@@ -136,7 +142,7 @@ def test_a_data_fidelity_search_trains_on_growing_nested_subsets_up_to_its_rungs
     assert any(len(h) == 6 for h in histories)  # a trial that trained to its end
     for h in histories:
         fractions = [row["train_fraction"] for row in h]
-        assert fractions == [0.1, 0.25, 0.25, 1.0, 1.0, 1.0][:len(fractions)]
+        assert fractions == [0.25, 0.25, 1.0, 1.0, 1.0, 1.0][:len(fractions)]
     bad = cli([*SMALL_SEARCH, "--data", str(data), "--fidelity", "epochs+data", "--out", str(tmp_path / "r2")],
               cwd=tmp_path)
     assert bad.returncode == 2 and "add --scheduler mo-asha" in bad.stderr + bad.stdout
