@@ -65,6 +65,27 @@ def replay_lines() -> list[str]:
              "table for a genome off it).", ""] + out) if out else []
 
 
+def live_confirm_lines() -> list[str]:
+    """The live confirmation runs (``bench/live_confirm.py``), one table per data set; [] if none."""
+    out: list[str] = []
+    for path in sorted(RESULTS.glob("live_confirm-*.json")):
+        d = json.loads(path.read_text())
+        out += [f"### Live confirmation on `{d['data']}`", "",
+                f"Command: `{d['command']}` ({d['date']}; {_load_line(d)}). One real `asc-search` run per searcher, "
+                f"seed {d['seed']}, {d['epochs']} epochs, `--time-budget {d['time_budget_s']:.0f}` (the search's "
+                "wall-clock limit; a trial still training at the limit does not count), nothing exported.", "",
+                "| searcher | HV at the limit | × random | HV at half the limit | completed | stopped (a rung or the limit) | "
+                "best validation accuracy | reaches random's final HV (fraction of the time) |",
+                "|---|---|---|---|---|---|---|---|"]
+        for name, r in d["runs"].items():
+            reach = r.get("reach_random_final_fraction")
+            out.append(f"| {name} | {r['hv']:.4f} | {r['ratio_to_random'] or 0:.3f} | {r['hv_half']:.4f} | "
+                       f"{r['completed']} | {r['stopped']} | {r['best_accuracy']:.4f} | "
+                       f"{'never' if reach is None else f'{reach:.2f}'} |")
+        out.append("")
+    return out
+
+
 def scale_lines() -> list[str]:
     """The "Data at scale" section from ``bench/results/scale-*.json`` (``bench/scale.py N``), by N; [] if none."""
     runs = sorted((json.loads(p.read_text()) for p in RESULTS.glob("scale-*.json")), key=lambda d: d["n_clips"])
@@ -256,6 +277,7 @@ def main() -> int:
                 f"{c['second_trial_s']:.4f} s (memory-mapped load): speed-up {c['speed_up']:.0f}×.", ""]
 
     out += replay_lines()
+    out += live_confirm_lines()
     out += scale_lines()
 
     for title, st in (("## Training stages (issue 5)", _load("stages")),
