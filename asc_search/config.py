@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from asc_search._errors import UserInputError
+from asc_search.data import TRAIN_SUBSETS_PCT
 from asc_search.search_spaces import check_training_options
 
 SAMPLERS = ("tpe", "nsga2", "gp", "random", "auto")
@@ -146,9 +147,9 @@ class RunConfig:
         if self.fidelity != "epochs" and self.scheduler != "mo-asha":
             raise UserInputError(f"--fidelity {self.fidelity} sets what the rungs of --scheduler mo-asha give less "
                                  f"of; add --scheduler mo-asha (got --scheduler {self.scheduler})")
-        if self.train_subset_pct not in (5, 10, 25, 50, 100):
-            raise UserInputError(f"--train-subset must be one of 5, 10, 25, 50, 100 (percent of the training "
-                                 f"clips, the DCASE 2024 subsets), got {self.train_subset_pct}")
+        if self.train_subset_pct not in TRAIN_SUBSETS_PCT:
+            raise UserInputError(f"--train-subset must be one of {', '.join(map(str, TRAIN_SUBSETS_PCT))} (percent "
+                                 f"of the training clips, the DCASE 2024 subsets), got {self.train_subset_pct}")
         if self.sampler not in SAMPLERS:
             raise UserInputError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
         if self.epochs < 1:
